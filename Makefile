@@ -1,0 +1,45 @@
+# Two commands matter: `make demo` and `make test`. Both build their own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format typecheck bench docs serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m example_shop.demo
+
+lint: install
+	$(VENV)/bin/ruff check dddframe example_shop tests benchmarks
+	$(VENV)/bin/ruff format --check dddframe example_shop tests benchmarks
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format dddframe example_shop tests benchmarks
+	$(VENV)/bin/ruff check --fix dddframe example_shop tests benchmarks
+
+test: install lint
+	$(PY) -m pytest dddframe tests
+
+bench: install
+	$(PY) -m benchmarks
+
+# The documentation site (mkdocs-material, strict: a broken link or nav entry fails the build).
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
+# The shop's HTTP API on http://127.0.0.1:8000 (OpenAPI at /docs). Payments go to
+# DDDFRAME_SHOP_PAYMENT_URL: run `$(PY) -m example_shop.payment_stub` next to it.
+serve: install
+	$(PY) -m uvicorn example_shop.api:app --host 127.0.0.1 --port 8000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

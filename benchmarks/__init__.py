@@ -1,0 +1,1 @@
+"""Benchmarks: each module here with an async ``main()`` is run by ``make bench``."""

@@ -1,0 +1,178 @@
+"""Engine overhead: ``engine.run`` vs hand-written SQLAlchemy writing the same rows.
+
+Workload per iteration: create an aggregate with 3 child entities and record 1 event; then load
+it (with its entities), change it and record 1 event. The hand-written side does the same with
+an AsyncSession: the same ORM rows, the version bump and check, and an equivalent outbox row.
+Rounds alternate between the two so drift on the machine hits both. Prints ``ratio: X`` per
+database (engine time / hand-written time; target <= 1.15).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import ForeignKey, String, insert
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
+
+from dddframe import Aggregate, Application, Command, DomainEvent, Entity, Module, Repository
+from dddframe.bus.inprocess import InProcessBus
+from dddframe.engine import Database
+from dddframe.ids import uuid7
+from dddframe.outbox.tables import outbox_table
+
+ITERATIONS = int(os.environ.get("BENCH_ENGINE_ITERATIONS", "300"))
+ROUNDS = int(os.environ.get("BENCH_ENGINE_ROUNDS", "5"))
+POSTGRES_URL = os.environ.get(
+    "DDDFRAME_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+class BenchCreated(DomainEvent):
+    __event_name__ = "Bench:Created"
+    order_id: uuid.UUID
+    lines: int
+
+
+class BenchRenamed(DomainEvent):
+    __event_name__ = "Bench:Renamed"
+    order_id: uuid.UUID
+    name: str
+
+
+class BenchLine(Entity):
+    __tablename__ = "bench_lines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bench_orders.id"))
+    sku: Mapped[str] = mapped_column(String(32))
+    price: Mapped[Decimal]
+
+
+class BenchOrder(Aggregate):
+    __tablename__ = "bench_orders"
+    name: Mapped[str] = mapped_column(String(64))
+    lines: Mapped[list[BenchLine]] = relationship(cascade="all, delete-orphan")
+
+    def rename(self, name: str) -> None:
+        self.name = name
+        self.domain_event(BenchRenamed(order_id=self.id, name=name))
+
+
+class CreateBench(Command):
+    name: str
+
+
+class RenameBench(Command):
+    order_id: uuid.UUID
+    name: str
+
+
+bench = Module("bench")
+
+
+@bench.handles(CreateBench)
+async def create_bench(cmd: CreateBench, orders: Repository[BenchOrder]) -> uuid.UUID:
+    order = BenchOrder(
+        name=cmd.name, lines=[BenchLine(sku=f"S{i}", price=Decimal("9.99")) for i in range(3)]
+    )
+    order.domain_event(BenchCreated(order_id=order.id, lines=3))
+    orders.add(order)
+    return order.id
+
+
+@bench.handles(RenameBench)
+async def rename_bench(cmd: RenameBench, orders: Repository[BenchOrder]) -> None:
+    order = await orders.get(cmd.order_id)
+    order.rename(cmd.name)
+
+
+async def engine_round(app: Application) -> float:
+    start = time.perf_counter()
+    for i in range(ITERATIONS):
+        order_id = await app.engine.run(CreateBench(name=f"o{i}"))
+        await app.engine.run(RenameBench(order_id=order_id, name=f"r{i}"))
+    return time.perf_counter() - start
+
+
+def _outbox_row(name: str, payload: str, order_id: uuid.UUID, version: int) -> dict[str, object]:
+    return {
+        "event_id": str(uuid7()),
+        "name": name,
+        "aggregate_type": "BenchOrder",
+        "aggregate_id": str(order_id),
+        "aggregate_version": version,
+        "event_version": 1,
+        "occurred_at": datetime.now(UTC),
+        "payload": payload,
+        "headers": '{"correlation_id":"%s"}' % uuid7(),  # noqa: UP031
+        "status": 0,
+    }
+
+
+async def hand_round(db: Database) -> float:
+    start = time.perf_counter()
+    for i in range(ITERATIONS):
+        async with db.session() as s:
+            order = BenchOrder(
+                id=uuid7(),
+                version=1,
+                name=f"o{i}",
+                lines=[BenchLine(sku=f"S{j}", price=Decimal("9.99")) for j in range(3)],
+            )
+            s.add(order)
+            await s.flush()
+            event = BenchCreated(order_id=order.id, lines=3).model_dump_json()
+            await s.execute(
+                insert(outbox_table), [_outbox_row("Bench:Created", event, order.id, 1)]
+            )
+            await s.commit()
+            order_id = order.id
+        async with db.session() as s:
+            loaded = await s.get(BenchOrder, order_id, options=[selectinload(BenchOrder.lines)])
+            assert loaded is not None
+            loaded.name = f"r{i}"
+            loaded.version = 2
+            await s.flush()
+            event = BenchRenamed(order_id=order_id, name=f"r{i}").model_dump_json()
+            await s.execute(
+                insert(outbox_table), [_outbox_row("Bench:Renamed", event, order_id, 2)]
+            )
+            await s.commit()
+    return time.perf_counter() - start
+
+
+async def measure(label: str, url: str) -> None:
+    app = Application([bench], database_url=url, bus=InProcessBus(), consume=False)
+    async with app:
+        await app.drop_schema()
+        await app.create_schema()
+        db = app.database
+        await engine_round(app)  # warm up both paths
+        await hand_round(db)
+        engine_times, hand_times = [], []
+        for _ in range(ROUNDS):
+            engine_times.append(await engine_round(app))
+            hand_times.append(await hand_round(db))
+        await app.drop_schema()
+    e, h = statistics.median(engine_times), statistics.median(hand_times)
+    per = 2 * ITERATIONS
+    print(
+        f"{label}: engine {e / per * 1e6:.0f} us/command, hand-written {h / per * 1e6:.0f} "
+        f"us/command ({ROUNDS} rounds x {per} commands, median)"
+    )
+    print(f"{label} ratio: {e / h:.3f}")
+
+
+async def main() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        await measure("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db")
+    try:
+        await measure("postgresql", POSTGRES_URL)
+    except OSError as exc:
+        print(f"postgresql skipped: {exc}")

@@ -1,0 +1,342 @@
+"""The application: wires modules, the injector, the engine and the bus, and checks it all."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import injector as _injector
+from sqlalchemy import MetaData, inspect
+
+from dddframe.app.binding import ControllerIndex, resolve_target
+from dddframe.app.module import ListenerBinding, Module
+from dddframe.bus import resolve_bus
+from dddframe.bus.dead_letters import DeadLetterStore
+from dddframe.bus.listener import (
+    ListenerTarget,
+    Middleware,
+    TxChecker,
+    make_checker,
+    make_deliver,
+)
+from dddframe.bus.protocol import BusRuntime, EventBus
+from dddframe.bus.subscription import Subscription
+from dddframe.domain.envelope import Envelope
+from dddframe.domain.events import EventRegistry, default_registry
+from dddframe.domain.model import Model
+from dddframe.engine.command import Command
+from dddframe.engine.context import current_unit_of_work
+from dddframe.engine.database import Database
+from dddframe.engine.engine import ConflictRetry, Engine
+from dddframe.engine.handlers import CommandHandler, check_services
+from dddframe.engine.locks import Locker
+from dddframe.engine.unit_of_work import UnitOfWork
+from dddframe.errors import ConfigurationError, DddframeError
+
+__all__ = ["Application"]
+
+log = logging.getLogger("dddframe.app")
+
+
+def _current_uow() -> UnitOfWork:
+    uow = current_unit_of_work.get()
+    if uow is None:
+        raise DddframeError(
+            "UnitOfWork is only available while a command runs: ask for it in a command "
+            "handler (or a service used by one), not in a controller or at start-up."
+        )
+    return uow
+
+
+class Application:
+    """An application built from modules.
+
+    >>> import asyncio
+    >>> async def main() -> int:
+    ...     async with Application(modules=[], database_url="sqlite+aiosqlite://") as app:
+    ...         await app.create_schema()
+    ...         await app.drain()
+    ...         return len(app.subscriptions)
+    >>> asyncio.run(main())
+    0
+    """
+
+    def __init__(
+        self,
+        modules: Sequence[Module],
+        database_url: str = "sqlite+aiosqlite:///dddframe.db",
+        bus: str | EventBus = "inprocess",
+        *,
+        middleware: Sequence[Middleware] = (),
+        registry: EventRegistry = default_registry,
+        metadata: Sequence[MetaData] = (Model.metadata,),
+        conflict_retry: ConflictRetry = ConflictRetry(),
+        locker: Locker | None = None,
+        consume: bool = True,
+        groups: Sequence[str] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        names = [m.name for m in modules]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"Two modules share a name: {sorted(names)}")
+        for m in modules:
+            if not isinstance(m, Module):
+                raise ConfigurationError(f"modules must be dddframe.Module objects, not {m!r}")
+        self.modules = list(modules)
+        self.database_url = database_url
+        self.bus: EventBus = resolve_bus(bus)
+        self.registry = registry
+        self.metadata = list(metadata)
+        self.middleware = list(middleware)
+        self.conflict_retry = conflict_retry
+        self.locker = locker
+        self.consume = consume
+        self.groups = frozenset(groups) if groups is not None else None
+        self.engine_options = dict(engine_options or {})
+        self.subscriptions: list[Subscription] = []
+        self.tx_checkers: dict[str, TxChecker] = {}
+        self.injector: _injector.Injector | None = None
+        self._database: Database | None = None
+        self._engine: Engine | None = None
+        self._dead_letters: DeadLetterStore | None = None
+        self._bus_started = False
+        self._runtime: BusRuntime | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Wire and check everything; start the bus once the schema exists."""
+        if self._engine is not None:
+            return
+        for m in self.modules:
+            for name in m.events:
+                self.registry.declare(name)
+            for name, version, fn in m.upcasters:
+                self.registry.add_upcaster(name, version, fn)
+        database = Database(self.database_url, **self.engine_options)
+        self._database = database
+        self._dead_letters = DeadLetterStore(database)
+        handlers = self._handlers()
+        self.injector = _injector.Injector([self._configure], auto_bind=True)
+        engine = Engine(
+            database,
+            handlers,
+            self.injector,
+            notify=self._notify,
+            locker=self.locker,
+            conflict_retry=self.conflict_retry,
+        )
+        self._engine = engine
+        for h in handlers.values():
+            check_services(list(h.params), self.injector, f"handler of {h.command.__name__}")
+        self.subscriptions = self._subscriptions(engine)
+        try:
+            if await self._schema_exists():
+                await self._start_bus()
+            else:
+                log.info("dddframe tables do not exist yet; the bus starts after create_schema()")
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._bus_started:
+            await self.bus.stop()
+            self._bus_started = False
+        if self._database is not None:
+            await self._database.dispose()
+        self._database = None
+        self._engine = None
+
+    def _configure(self, binder: _injector.Binder) -> None:
+        binder.bind(Application, to=self)
+        binder.bind(Engine, to=lambda: self.engine)
+        binder.bind(Database, to=lambda: self.database)
+        binder.bind(DeadLetterStore, to=lambda: self.dead_letters)
+        binder.bind(UnitOfWork, to=_current_uow)
+        for m in self.modules:
+            m.install(binder)
+
+    def _handlers(self) -> dict[type[Command], CommandHandler]:
+        handlers: dict[type[Command], CommandHandler] = {}
+        for m in self.modules:
+            for h in m.handlers:
+                if h.command in handlers:
+                    raise ConfigurationError(
+                        f"{h.command.__name__} is handled by modules {handlers[h.command].module!r}"
+                        f" and {m.name!r}; a command has exactly one handler."
+                    )
+                handlers[h.command] = h
+        return handlers
+
+    def _subscriptions(self, engine: Engine) -> list[Subscription]:
+        assert self.injector is not None
+        controllers = ControllerIndex(self.modules)
+        grouped: dict[tuple[str, str], list[tuple[ListenerBinding, ListenerTarget]]] = {}
+        for m in self.modules:
+            for b in m.listeners:
+                target = resolve_target(
+                    b.target,
+                    module=m.name,
+                    event_name=b.event_name,
+                    controllers=controllers,
+                    registry=self.registry,
+                    container=self.injector,
+                )
+                grouped.setdefault((b.group, b.target), []).append((b, target))
+            for c in m.tx_checkers:
+                if c.event_name in self.tx_checkers:
+                    raise ConfigurationError(
+                        f"Two tx_checkers for {c.event_name!r}; a half message has one checker."
+                    )
+                target = resolve_target(
+                    c.target,
+                    module=m.name,
+                    event_name=c.event_name,
+                    controllers=controllers,
+                    registry=self.registry,
+                    container=self.injector,
+                )
+                self.tx_checkers[c.event_name] = make_checker(
+                    target, container=self.injector, registry=self.registry
+                )
+        middleware = [*self.middleware, *(mw for m in self.modules for mw in m.middlewares)]
+        subs: list[Subscription] = []
+        for (group, listener), items in grouped.items():
+            first, target = items[0]
+            by_name = {b.event_name: t for b, t in items}
+            # One subscription per listener; each event name keeps its own decoding target.
+            delivers = {
+                name: make_deliver(
+                    t,
+                    container=self.injector,
+                    registry=self.registry,
+                    engine=engine,
+                    middleware=middleware,
+                )
+                for name, t in by_name.items()
+            }
+            subs.append(
+                Subscription(
+                    name=f"{group}.{listener}",
+                    group=group,
+                    listener=listener,
+                    event_names=frozenset(by_name),
+                    deliver=_route(delivers),
+                    retry=first.retry or self.bus.default_retry,
+                    dead_letter=first.dead_letter or "block_aggregate",
+                    timeout=first.timeout,
+                    start=first.start,
+                    options=dict(first.options),
+                )
+            )
+        return subs
+
+    async def _schema_exists(self) -> bool:
+        async with self.database.engine.connect() as conn:
+            return bool(await conn.run_sync(lambda c: inspect(c).has_table("dddframe_leases")))
+
+    async def _start_bus(self) -> None:
+        if self._bus_started:
+            return
+        self._runtime = BusRuntime(
+            database=self.database,
+            engine=self.engine,
+            registry=self.registry,
+            subscriptions=self.subscriptions,
+            dead_letters=self.dead_letters,
+            consume=self.consume,
+            groups=self.groups,
+            tx_checkers=self.tx_checkers,
+        )
+        await self.bus.start(self._runtime)
+        self._bus_started = True
+
+    def _notify(self, envelopes: Sequence[Envelope]) -> None:
+        self.bus.notify(envelopes)
+
+    # -- what users call -----------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self._engine is None:
+            raise DddframeError(
+                "The application is not started: use `async with Application(...) as app:` "
+                "or `await app.start()` first."
+            )
+
+    @property
+    def engine(self) -> Engine:
+        """The command engine: ``await app.engine.run(command)``."""
+        self._require_started()
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def database(self) -> Database:
+        self._require_started()
+        assert self._database is not None
+        return self._database
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """List, show, replay and purge dead letters.
+
+        A transport that keeps dead letters elsewhere (a Kafka topic, an AMQP queue) exposes a
+        ``dead_letters`` attribute with the same methods, and that one is returned.
+        """
+        self._require_started()
+        own = getattr(self.bus, "dead_letters", None)
+        if own is not None:
+            return own  # type: ignore[no-any-return]
+        assert self._dead_letters is not None
+        return self._dead_letters
+
+    async def create_schema(self) -> None:
+        """Create the framework's and the models' tables (if missing), then start the bus."""
+        await self.database.create_schema(*self.metadata)
+        await self._start_bus()
+
+    async def drop_schema(self) -> None:
+        await self.database.drop_schema(*self.metadata)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every pending event is delivered (for tests and scripts)."""
+        self._require_started()
+        if not self._bus_started:
+            raise DddframeError("The bus is not running: call `await app.create_schema()` first.")
+        await self.bus.drain(timeout)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+    ) -> Envelope:
+        """Publish a direct message through the outbox (joins a running unit of work)."""
+        return await self.engine.publish(topic, payload, headers=headers, key=key)
+
+
+def _route(delivers: dict[str, Any]) -> Any:
+    if len(delivers) == 1:
+        return next(iter(delivers.values()))
+
+    async def deliver(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
+        await delivers[envelope.name](envelope, attempt, subscription)
+
+    return deliver

@@ -1,0 +1,201 @@
+"""Modules: one per bounded context. They register command handlers, DI bindings, controllers,
+listeners bound by name, event declarations, upcasters and middleware.
+
+>>> from dddframe import Command
+>>> class Ping(Command):
+...     n: int
+>>> m = Module("doc")
+>>> @m.handles(Ping)
+... async def ping(cmd: Ping) -> int:
+...     return cmd.n
+>>> m.listen("Doc:Pinged", "PingController.on_pinged", retry=None)
+>>> [(b.event_name, b.target) for b in m.listeners]
+[('Doc:Pinged', 'PingController.on_pinged')]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import injector as _injector
+
+from dddframe.bus.listener import Middleware
+from dddframe.bus.retry import RetryPolicy, as_retry_policy
+from dddframe.bus.subscription import DeadLetterPolicy
+from dddframe.domain.events import Upcaster
+from dddframe.engine.command import Command
+from dddframe.engine.handlers import CommandHandler
+from dddframe.errors import ConfigurationError
+
+__all__ = ["ListenerBinding", "Module", "TxCheckerBinding"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerBinding:
+    """``module.listen(event_name, "Controller.method", ...)`` as recorded."""
+
+    module: str
+    event_name: str
+    target: str
+    group: str
+    retry: RetryPolicy | None
+    timeout: float | None
+    dead_letter: DeadLetterPolicy | None
+    start: str | int
+    options: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TxCheckerBinding:
+    """``module.tx_checker(event_name, "Controller.method")``: decides a stale half message."""
+
+    module: str
+    event_name: str
+    target: str
+
+
+class Module:
+    """A bounded context's setup. Pass modules to :class:`~dddframe.Application`."""
+
+    def __init__(self, name: str, *, package: str | None = None) -> None:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+            raise ConfigurationError(
+                f"Module name {name!r} must be an identifier-like str (letters, digits, _ or -)"
+            )
+        self.name = name
+        self.package = package
+        self.handlers: list[CommandHandler] = []
+        self.controllers: dict[str, type[Any]] = {}
+        self.listeners: list[ListenerBinding] = []
+        self.tx_checkers: list[TxCheckerBinding] = []
+        self.events: list[str] = []
+        self.upcasters: list[tuple[str, int, Upcaster]] = []
+        self.middlewares: list[Middleware] = []
+        self._configure: list[Callable[[_injector.Binder], None]] = []
+
+    def __repr__(self) -> str:
+        return f"Module({self.name!r})"
+
+    # -- commands ---------------------------------------------------------------------
+
+    def handles(self, command: type[Command]) -> Callable[[F], F]:
+        """Decorator: register the decorated function as the handler of ``command``."""
+
+        def register(fn: F) -> F:
+            self.command(command, fn)
+            return fn
+
+        return register
+
+    def command(self, command: type[Command], handler: Callable[..., Any]) -> None:
+        """Register ``handler`` for ``command`` (same as :meth:`handles`)."""
+        if not (isinstance(command, type) and issubclass(command, Command)):
+            raise ConfigurationError(f"{command!r} is not a dddframe.Command subclass")
+        self.handlers.append(CommandHandler.create(command, handler, self.name))
+
+    # -- dependency injection -----------------------------------------------------------
+
+    def bind(self, interface: type[T], to: Any = None, *, scope: Any = None) -> None:
+        """Bind ``interface`` to a class, instance or provider in the injector."""
+        self._configure.append(lambda binder: binder.bind(interface, to=to, scope=scope))
+
+    def configure(self, fn: Callable[[_injector.Binder], None]) -> None:
+        """Register a function that receives the injector ``Binder`` for custom bindings."""
+        self._configure.append(fn)
+
+    def install(self, binder: _injector.Binder) -> None:
+        for fn in self._configure:
+            fn(binder)
+
+    # -- controllers and listeners -------------------------------------------------------
+
+    def controller(self, cls: type[T]) -> type[T]:
+        """Register a controller class (usable as a decorator)."""
+        if not isinstance(cls, type):
+            raise ConfigurationError(f"controller() takes a class, got {cls!r}")
+        self.controllers[cls.__name__] = cls
+        return cls
+
+    def listen(
+        self,
+        event_name: str,
+        target: str,
+        *,
+        retry: RetryPolicy | Callable[[int], float | None] | None = None,
+        timeout: float | None = None,
+        dead_letter: DeadLetterPolicy | None = None,
+        group: str | None = None,
+        start: str | int = "earliest",
+        **options: Any,
+    ) -> None:
+        """Bind the event ``event_name`` to ``"Controller.method"``; checked at start-up.
+
+        ``retry`` overrides the bus's retry policy, ``timeout`` bounds one call in seconds,
+        ``dead_letter`` is ``block_aggregate`` (default) or ``continue``, ``group`` defaults to
+        the module name, ``start`` is where a new subscription begins (earliest, latest or a
+        position). Transport-specific options (e.g. Kafka ``retry_mode``) go in ``options``.
+        """
+        if not isinstance(event_name, str) or not event_name:
+            raise ConfigurationError("listen() needs an event name such as 'Order:Placed'")
+        if not isinstance(target, str) or not _TARGET.match(target):
+            raise ConfigurationError(
+                f"listen({event_name!r}, {target!r}): the target must be 'Controller.method'"
+            )
+        if dead_letter not in (None, "block_aggregate", "continue"):
+            raise ConfigurationError(
+                f"dead_letter must be 'block_aggregate' or 'continue', not {dead_letter!r}"
+            )
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError("timeout must be a positive number of seconds")
+        self.listeners.append(
+            ListenerBinding(
+                module=self.name,
+                event_name=event_name,
+                target=target,
+                group=group or self.name,
+                retry=as_retry_policy(retry) if retry is not None else None,
+                timeout=timeout,
+                dead_letter=dead_letter,
+                start=start,
+                options=tuple(sorted(options.items())),
+            )
+        )
+
+    def tx_checker(self, event_name: str, target: str) -> None:
+        """Name the ``"Controller.method"`` that decides a half message left pending."""
+        if not _TARGET.match(target):
+            raise ConfigurationError(f"tx_checker target {target!r} must be 'Controller.method'")
+        self.tx_checkers.append(TxCheckerBinding(self.name, event_name, target))
+
+    # -- events --------------------------------------------------------------------------
+
+    def event(self, *names: str) -> None:
+        """Declare untyped event or direct-message names (their payload is a plain dict)."""
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError("event() takes non-empty event names")
+            self.events.append(name)
+
+    def upcaster(self, event_name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: turn a ``from_version`` payload of ``event_name`` into the next version."""
+        if not isinstance(from_version, int) or from_version < 1:
+            raise ConfigurationError("from_version must be an int >= 1")
+
+        def register(fn: Upcaster) -> Upcaster:
+            self.upcasters.append((event_name, from_version, fn))
+            return fn
+
+        return register
+
+    def middleware(self, mw: Middleware) -> Middleware:
+        """Register listener middleware ``async def mw(ctx, call_next)`` (usable as decorator)."""
+        self.middlewares.append(mw)
+        return mw

@@ -1,0 +1,260 @@
+"""Consuming one subscription's queue: lanes per aggregate, ack after success, retries through
+delay queues that keep an aggregate's order, and the dead-letter queue.
+
+Order per aggregate: the queue has a single active consumer, which splits messages into
+``concurrency`` lanes by a stable hash of the aggregate; each lane handles its messages one at a
+time and acknowledges each only after the listener succeeded (or the message was moved, with a
+publisher confirm, to a delay queue or the dead-letter queue).
+
+A failed message goes to the delay queue for its next retry delay. While it waits, the
+aggregate is *held*: its later messages are sent, in order, to the same delay queue, marked
+waiting, so they come back right after it and never overtake it. When retries run out the message
+goes to ``<queue>.dlq`` with the reason; under ``block_aggregate`` the aggregate's later messages
+follow it there (marked waiting) until the operator replays them, in order. The hold is kept in
+memory by the active consumer; see docs/guarantees/amqp.md for what a consumer restart means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+
+from dddframe.bus.amqp.messages import (
+    ATTEMPT,
+    REASON,
+    REPLAYED,
+    WAITING,
+    from_message,
+    header_int,
+)
+from dddframe.bus.amqp.topology import Topology, dlq_name, routing_keys
+from dddframe.bus.dead_letters import format_error
+from dddframe.bus.delivery import lane_of
+from dddframe.bus.subscription import Subscription
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import PoisonEvent
+
+__all__ = ["SubscriptionConsumer"]
+
+log = logging.getLogger("dddframe.bus.amqp.consumer")
+
+
+@dataclass
+class _Hold:
+    """An aggregate whose messages must queue behind a retrying or dead one."""
+
+    delay_ms: int = 0
+    dead: bool = False
+    head_pending: bool = True  # the failed message itself has not come back yet
+    parked: int = 0  # waiting messages out in a delay queue
+
+
+class SubscriptionConsumer:
+    def __init__(
+        self,
+        subscription: Subscription,
+        channel: aio_pika.abc.AbstractChannel,
+        topology: Topology,
+        *,
+        concurrency: int,
+    ) -> None:
+        self.subscription = subscription
+        self.queue_name = topology.queue_of(subscription.name)
+        self.channel = channel
+        self.topology = topology
+        self.concurrency = concurrency
+        self.inflight = 0
+        self._holds: dict[str, _Hold] = {}
+        self._lanes: list[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]] = [
+            asyncio.Queue() for _ in range(concurrency)
+        ]
+        self._workers: list[asyncio.Task[None]] = []
+        self._tag: str | None = None
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+
+    @property
+    def holding(self) -> bool:
+        """True while some aggregate waits for a retry (not for a dead letter)."""
+        return any(not h.dead for h in self._holds.values())
+
+    async def start(self, prefetch: int) -> None:
+        await self.channel.set_qos(prefetch_count=prefetch)
+        self._queue = await self.topology.subscription_queue(
+            self.channel, self.queue_name, routing_keys(self.subscription)
+        )
+        self._workers = [asyncio.create_task(self._lane(q)) for q in self._lanes]
+        self._tag = await self._queue.consume(self._receive)
+
+    async def stop(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:  # the channel may be gone already
+                log.debug("cancel of %s failed", self.queue_name, exc_info=True)
+        for w in self._workers:
+            w.cancel()
+        for w in self._workers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await w
+
+    async def _receive(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.inflight += 1
+        try:
+            key = from_message(message).ordering_key
+        except PoisonEvent:
+            key = message.message_id or ""
+        await self._lanes[lane_of(key, self.concurrency)].put(message)
+
+    async def _lane(self, queue: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]) -> None:
+        while True:
+            message = await queue.get()
+            try:
+                await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Moving it failed (channel lost): leave it unacked; RabbitMQ redelivers it.
+                log.exception(
+                    "%s: could not settle a message; it will be redelivered", self.queue_name
+                )
+            finally:
+                self.inflight -= 1
+
+    async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        try:
+            env = from_message(message)
+        except PoisonEvent as exc:
+            await self._to_dlq(message, exc, attempts=1)
+            return
+        key = env.ordering_key
+        hold = self._holds.get(key)
+        if hold is not None and hold.dead and header_int(message, REPLAYED) == 1:
+            del self._holds[key]  # the operator replayed the dead letter and what waited
+            hold = None
+        waiting = header_int(message, WAITING) == 1
+        attempts = header_int(message, ATTEMPT)
+        if hold is not None and waiting:
+            hold.parked -= 1
+        fresh = not waiting and attempts == 0
+        if hold is not None and (
+            hold.dead
+            or (hold.head_pending and (waiting or fresh))
+            or (fresh and hold.parked > 0)  # earlier ones of this aggregate are still out
+        ):
+            await self._park_behind(message, hold)
+            return
+        try:
+            await self.subscription.deliver(env, attempts + 1, self.subscription)
+        except Exception as exc:
+            await self._failed(message, env, exc, attempts + 1)
+            return
+        await message.ack()
+        if hold is not None and not waiting:
+            hold.head_pending = False  # the retried message made it; the waiting ones follow
+        self._release_if_done(key)
+
+    def _release_if_done(self, key: str) -> None:
+        hold = self._holds.get(key)
+        if hold is not None and not hold.dead and not hold.head_pending and hold.parked <= 0:
+            del self._holds[key]
+
+    async def _park_behind(
+        self, message: aio_pika.abc.AbstractIncomingMessage, hold: _Hold
+    ) -> None:
+        if hold.dead:
+            await self._to_dlq(message, None, attempts=header_int(message, ATTEMPT), waiting=True)
+            return
+        await self._to_delay(message, hold.delay_ms, {WAITING: 1})
+        hold.parked += 1
+
+    async def _failed(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        env: Envelope,
+        exc: Exception,
+        attempts: int,
+    ) -> None:
+        key = env.ordering_key
+        delay = (
+            None if isinstance(exc, PoisonEvent) else self.subscription.retry.next_delay(attempts)
+        )
+        hold = self._holds.get(key)
+        if delay is None:
+            log.error(
+                "%s: %s %s dead-lettered after %d attempt(s): %s",
+                self.queue_name,
+                env.name,
+                env.event_id,
+                attempts,
+                exc,
+            )
+            await self._to_dlq(message, exc, attempts=attempts)
+            if self.subscription.dead_letter == "block_aggregate" and not isinstance(
+                exc, PoisonEvent
+            ):
+                hold = self._holds.setdefault(key, _Hold())
+                hold.dead, hold.head_pending = True, False
+            elif hold is not None:
+                hold.head_pending = False
+                self._release_if_done(key)
+            return
+        delay_ms = max(1, int(delay * 1000))
+        log.warning(
+            "%s: %s %s failed (attempt %d), retry in %dms: %s",
+            self.queue_name,
+            env.name,
+            env.event_id,
+            attempts,
+            delay_ms,
+            exc,
+        )
+        await self._to_delay(message, delay_ms, {ATTEMPT: attempts, WAITING: 0})
+        hold = self._holds.setdefault(key, _Hold())
+        hold.delay_ms, hold.head_pending = delay_ms, True
+
+    async def _republish(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        routing_key: str,
+        headers: dict[str, Any],
+    ) -> None:
+        copy = aio_pika.Message(
+            body=message.body,
+            headers={**(message.headers or {}), **headers},
+            message_id=message.message_id,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        # Confirmed before the original is acknowledged: never lost, at worst duplicated.
+        await self.channel.default_exchange.publish(copy, routing_key=routing_key)
+        await message.ack()
+
+    async def _to_delay(
+        self, message: aio_pika.abc.AbstractIncomingMessage, delay_ms: int, headers: dict[str, Any]
+    ) -> None:
+        queue = await self.topology.delay_queue(self.channel, self.queue_name, delay_ms)
+        await self._republish(message, queue, headers)
+
+    async def _to_dlq(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        exc: BaseException | None,
+        *,
+        attempts: int,
+        waiting: bool = False,
+    ) -> None:
+        reason = format_error(exc)[0] if exc is not None else "waiting behind a dead letter"
+        headers = {
+            REASON: reason,
+            ATTEMPT: attempts,
+            WAITING: 1 if waiting else 0,
+            "x-dddframe-dead-at": time.time(),
+            "x-dddframe-dead-id": time.time_ns() // 1000,
+        }
+        await self._republish(message, dlq_name(self.queue_name), headers)

@@ -1,0 +1,373 @@
+"""Delivering the outbox to one subscription: lanes, retries, dead letters, positions.
+
+This is the shared delivery mechanism of the buses that read the outbox themselves (in-process and
+database). For each batch read in position order it splits events into ``concurrency`` lanes by a
+stable hash of the aggregate, so one aggregate's events stay in order while different aggregates
+run in parallel, then persists the position the batch reached.
+
+A failed delivery is parked in the database with its retry time, and the aggregate is *blocked*
+for this subscription: its later events are parked behind it (``waiting``) instead of overtaking
+it, while the lane moves on to other aggregates. The retry loop delivers due retries and then
+releases the waiting events in order. When retries run out the event becomes a dead letter; under
+``block_aggregate`` (the default) the aggregate stays blocked until an operator replays or purges
+it, under ``continue`` its later events flow on. Nothing is ever dropped: every event of a batch is
+delivered or parked before the position moves past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+from dddframe.bus.dead_letters import DeadLetterStore, Parked
+from dddframe.bus.subscription import Subscription
+from dddframe.domain.envelope import Envelope
+from dddframe.engine.database import Database
+from dddframe.errors import DddframeError, PoisonEvent
+from dddframe.observability.metrics import record_dead_lettered
+from dddframe.outbox.reader import OutboxReader, PositionStore
+from dddframe.outbox.records import utcnow
+from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
+
+__all__ = ["SubscriptionRunner", "WorkerCrashed", "lane_of"]
+
+log = logging.getLogger("dddframe.delivery")
+
+
+class WorkerCrashed(DddframeError):
+    """The process died while delivering this event, ``crash_limit`` times in a row."""
+
+
+def lane_of(ordering_key: str, lanes: int) -> int:
+    """A lane number that is the same in every process (``hash()`` is salted per process)."""
+    return zlib.crc32(ordering_key.encode()) % lanes
+
+
+def _aware(dt: datetime | None) -> datetime:
+    if dt is None:
+        return utcnow()
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=utcnow().tzinfo)
+
+
+class SubscriptionRunner:
+    """Delivers outbox events to one subscription. One runner per subscription per process.
+
+    ``owns_lane`` restricts the runner to some lanes; by default it owns them all.
+
+    Crash guard: every batch is marked in-flight before delivery and unmarked with the position.
+    A mark found at start means the process died mid-batch, perhaps because of a listener; the
+    runner then delivers the next ``batch_size`` events one at a time, each marked, and an event
+    that was in flight ``crash_limit`` times is dead-lettered (:class:`WorkerCrashed`) instead of
+    crashing the worker forever.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        subscription: Subscription,
+        store: DeadLetterStore,
+        *,
+        concurrency: int = 8,
+        batch_size: int = 500,
+        owns_lane: Callable[[int], bool] | None = None,
+        crash_limit: int = 3,
+    ) -> None:
+        if concurrency < 1 or batch_size < 1 or crash_limit < 1:
+            raise ValueError("concurrency, batch_size and crash_limit must be >= 1")
+        self.database = database
+        self.subscription = subscription
+        self.store = store
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.owns_lane = owns_lane or (lambda lane: True)
+        self.crash_limit = crash_limit
+        self.position = 0
+        self._inflight = 0  # unfinished batches found at start (> 0 after a crash)
+        self._unsaved = False  # delivered past the stored position
+        # The last batch reached the head: another read now would find nothing (it would only
+        # store the position, which the next pass or the idle poll does anyway).
+        self.caught_up = False
+        self._careful_left = 0  # events still to deliver one at a time after a crash
+        self.delivered = 0
+        self._reader = OutboxReader()
+        self._positions = PositionStore()
+        # ordering key -> position of its first parked event (None if unknown)
+        self._blocked: dict[str, int | None] = {}
+        self._key_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._releasing = 0
+        self.retry_wakeup = asyncio.Event()
+        self.active = True  # False once the bus dropped this runner (lease lost, stopping)
+
+    @property
+    def _dead_blocks(self) -> bool:
+        return self.subscription.dead_letter == "block_aggregate"
+
+    def lane(self, key: str) -> int:
+        return lane_of(key, self.concurrency)
+
+    async def start(self) -> None:
+        """Load the position (creating it from the subscription's ``start``) and blocked keys."""
+        async with self.database.connect() as conn:
+            self.position = await self._positions.load(
+                conn, self.subscription.name, start=self.subscription.start
+            )
+            self._inflight = await self._positions.inflight(conn, self.subscription.name)
+            await conn.commit()
+        if self._inflight:
+            log.warning(
+                "%s: the last process died while delivering after position %d; delivering "
+                "the next %d events one at a time",
+                self.subscription.name,
+                self.position,
+                self.batch_size,
+            )
+            self._careful_left = self.batch_size
+        async with self.database.connect() as conn:
+            heads = await self.store.heads(
+                conn, self.subscription.name, include_dead=self._dead_blocks
+            )
+        self._blocked = {h.ordering_key: h.position for h in heads}
+
+    async def run_once(self, head: int | None = None) -> int:
+        """Deliver (or park) one batch; returns how far it moved (0: caught up).
+
+        The position a batch reached is stored by the next batch's read transaction, in the
+        same statement that marks that batch in flight, or by the pass that finds nothing new
+        (or :meth:`flush` at stop): one transaction per batch instead of two, and none between
+        a wake-up and the listener. A crash re-delivers at most the batch after the stored
+        position, as before.
+        """
+        start = self.position
+        careful = self._careful_left > 0
+        if head is not None and head <= start and not self._unsaved:
+            self.caught_up = True
+            return 0  # nothing new since the caller's sequencer ran: no need to ask
+        async with self.database.connect() as conn:
+            envelopes, upto = await self._reader.read(
+                conn,
+                after=self.position,
+                limit=1 if careful else self.batch_size,
+                names=self.subscription.event_names,
+                head=head,
+            )
+            if upto == start:
+                self.caught_up = True
+                if self._unsaved:
+                    await self._positions.save(conn, self.subscription.name, self.position)
+                    await conn.commit()
+                    self._unsaved = False
+                return 0
+            await self._positions.advance_and_mark(conn, self.subscription.name, start)
+            await conn.commit()
+        if careful:
+            self._careful_left -= upto - start
+            if envelopes and self._inflight >= self.crash_limit:
+                # This very event was in flight crash_limit times: park it, don't run it again.
+                crashed = WorkerCrashed(
+                    f"the worker died {self._inflight} times while delivering this event; "
+                    "fix the listener, then replay it"
+                )
+                await self._park_failure(envelopes[0], crashed, PARKED_DEAD, None, 1)
+                envelopes = []
+        lanes: dict[int, list[Envelope]] = defaultdict(list)
+        for env in envelopes:
+            lane = self.lane(env.ordering_key)
+            if self.owns_lane(lane):
+                lanes[lane].append(env)
+        if len(lanes) == 1:
+            await self._run_lane(next(iter(lanes.values())))
+        elif lanes:
+            await asyncio.gather(*(self._run_lane(batch) for batch in lanes.values()))
+        self.position = upto
+        self.caught_up = not careful and len(envelopes) < self.batch_size
+        self._unsaved = True
+        self._inflight = 0
+        return upto - start
+
+    async def flush(self) -> None:
+        """Store the position delivered so far and clear the in-flight mark (at stop)."""
+        if self._unsaved:
+            async with self.database.connect() as conn:
+                await self._positions.save(conn, self.subscription.name, self.position)
+                await conn.commit()
+            self._unsaved = False
+
+    async def _run_lane(self, envelopes: list[Envelope]) -> None:
+        for env in envelopes:
+            await self._handle(env)
+
+    async def _handle(self, env: Envelope) -> None:
+        key = env.ordering_key
+        if key in self._blocked:
+            async with self._key_locks[key]:
+                if key in self._blocked:
+                    head = self._blocked[key]
+                    if head is not None and env.position is not None and env.position < head:
+                        return  # delivered before its successor failed (a redelivered batch)
+                    async with self.database.connect() as conn:
+                        await self.store.park(
+                            conn, self.subscription.name, env, state=PARKED_WAITING, attempts=0
+                        )
+                        await conn.commit()
+                    return
+        try:
+            await self.subscription.deliver(env, 1, self.subscription)
+            self.delivered += 1
+        except Exception as exc:  # the listener's failure, whatever it is, is ours to park
+            await self._first_failure(env, exc)
+
+    def _next(self, attempts: int, exc: BaseException) -> tuple[str, float | None]:
+        if isinstance(exc, PoisonEvent):
+            return PARKED_DEAD, None
+        delay = self.subscription.retry.next_delay(attempts)
+        return (PARKED_DEAD, None) if delay is None else (PARKED_RETRY, delay)
+
+    async def _first_failure(self, env: Envelope, exc: BaseException) -> None:
+        state, delay = self._next(1, exc)
+        await self._park_failure(env, exc, state, delay, 1)
+
+    async def _park_failure(
+        self, env: Envelope, exc: BaseException, state: str, delay: float | None, attempts: int
+    ) -> None:
+        key = env.ordering_key
+        async with self._key_locks[key]:
+            async with self.database.connect() as conn:
+                await self.store.park(
+                    conn,
+                    self.subscription.name,
+                    env,
+                    state=state,
+                    attempts=attempts,
+                    delay=delay,
+                    error=exc,
+                )
+                await conn.commit()
+            if state == PARKED_RETRY or self._dead_blocks:
+                self._blocked.setdefault(key, env.position)
+        self._log_failure(env, exc, state, attempts, delay)
+        if state == PARKED_RETRY:
+            self.retry_wakeup.set()
+
+    def _log_failure(
+        self, env: Envelope, exc: BaseException, state: str, attempts: int, delay: float | None
+    ) -> None:
+        extra = {
+            "event_id": str(env.event_id),
+            "correlation_id": env.correlation_id,
+            "subscription": self.subscription.name,
+        }
+        if state == PARKED_DEAD:
+            record_dead_lettered(self.subscription.name)
+            log.error(
+                "%s: %s %s dead-lettered after %d attempt(s): %s",
+                self.subscription.name,
+                env.name,
+                env.event_id,
+                attempts,
+                exc,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
+                self.subscription.name,
+                env.name,
+                env.event_id,
+                attempts,
+                delay or 0,
+                exc,
+                extra=extra,
+            )
+
+    async def run_retries(self) -> float | None:
+        """Deliver due retries and release what waits behind them.
+
+        Returns seconds until the next retry is due (None when none is scheduled).
+        """
+        async with self.database.connect() as conn:
+            heads = await self.store.heads(
+                conn, self.subscription.name, include_dead=self._dead_blocks
+            )
+        now = utcnow()
+        next_due: float | None = None
+        seen = set()
+        for head in heads:
+            seen.add(head.ordering_key)
+            if not self.owns_lane(self.lane(head.ordering_key)):
+                continue
+            if head.ordering_key not in self._blocked:
+                self._blocked[head.ordering_key] = head.position
+            if head.state == PARKED_DEAD:
+                continue
+            if head.state == PARKED_RETRY:
+                wait = (_aware(head.next_attempt_at) - now).total_seconds()
+                if wait > 0:
+                    next_due = wait if next_due is None else min(next_due, wait)
+                    continue
+            await self._release(head.ordering_key)
+        for key in [k for k in self._blocked if k not in seen]:
+            await self._release(key)  # purged elsewhere: unblock
+        return next_due
+
+    async def _release(self, key: str) -> None:
+        """Deliver a key's parked events in order until one fails or must wait."""
+        self._releasing += 1
+        try:
+            async with self._key_locks[key]:
+                while True:
+                    async with self.database.connect() as conn:
+                        row = await self.store.first_of_key(
+                            conn, self.subscription.name, key, include_dead=self._dead_blocks
+                        )
+                    if row is None:
+                        self._blocked.pop(key, None)
+                        return
+                    self._blocked[key] = row.position
+                    if row.state == PARKED_DEAD:
+                        return
+                    if row.state == PARKED_RETRY and _aware(row.next_attempt_at) > utcnow():
+                        self.retry_wakeup.set()
+                        return
+                    if not await self._redeliver(row):
+                        return
+        finally:
+            self._releasing -= 1
+
+    async def _redeliver(self, row: Parked) -> bool:
+        attempt = row.attempts + 1
+        try:
+            env = row.envelope
+            await self.subscription.deliver(env, attempt, self.subscription)
+        except Exception as exc:
+            state, delay = self._next(attempt, exc)
+            async with self.database.connect() as conn:
+                await self.store.set_state(
+                    conn, row.id, state=state, attempts=attempt, delay=delay, error=exc
+                )
+                await conn.commit()
+            self._log_failure(row.envelope, exc, state, attempt, delay)
+            # Under `continue` a dead letter does not hold back the events parked behind it.
+            return state == PARKED_DEAD and not self._dead_blocks
+        self.delivered += 1
+        async with self.database.connect() as conn:
+            await self.store.remove(conn, row.id)
+            await conn.commit()
+        return True
+
+    async def has_pending(self, head: int) -> bool:
+        """True while events up to ``head`` are not yet delivered or dead-lettered."""
+        if self.position < head or self._releasing:
+            return True
+        if not self._blocked:
+            return False
+        async with self.database.connect() as conn:
+            heads = await self.store.heads(
+                conn, self.subscription.name, include_dead=self._dead_blocks
+            )
+        return any(
+            h.state != PARKED_DEAD for h in heads if self.owns_lane(self.lane(h.ordering_key))
+        )

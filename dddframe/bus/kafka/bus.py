@@ -1,0 +1,422 @@
+"""The Kafka bus: an outbox relay to Kafka and consumer groups bound to listeners by name.
+
+See docs/guarantees/kafka.md and docs/adr/0200-kafka-topics-offsets-and-dead-letters.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer, TopicPartition
+from sqlalchemy import select
+
+from dddframe.bus.kafka.config import KafkaCluster, clusters_from_env
+from dddframe.bus.kafka.consumer import GroupConsumer
+from dddframe.bus.kafka.dead_letters import KafkaDeadLetters
+from dddframe.bus.kafka.handling import RecordHandler, RetryMode
+from dddframe.bus.kafka.push import push_deliver
+from dddframe.bus.kafka.records import Headers
+from dddframe.bus.kafka.relay import Relay, ensure_topics
+from dddframe.bus.kafka.topics import ROUTE_CLUSTER, ROUTE_TOPIC, TopicNaming
+from dddframe.bus.protocol import BusRuntime
+from dddframe.bus.retry import ExponentialRetry, RetryPolicy
+from dddframe.bus.subscription import Subscription
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import ConfigurationError, DddframeError
+from dddframe.ids import uuid7
+from dddframe.outbox.reader import OutboxReader
+from dddframe.outbox.sequencer import Sequencer
+from dddframe.outbox.tables import OUTBOX_CHANNEL, positions_table
+from dddframe.outbox.wakeup import PostgresWakeup
+
+__all__ = ["KafkaBus"]
+
+log = logging.getLogger("dddframe.bus.kafka")
+
+
+class KafkaBus:
+    """Events go outbox -> relay -> Kafka -> consumer groups -> listeners bound by name.
+
+    >>> bus = KafkaBus(clusters={"default": KafkaCluster(bootstrap="127.0.0.1:9092")},
+    ...                topic_prefix="shop.")
+    >>> bus.name, bus.naming.topic_for("Order:Placed")
+    ('kafka', 'shop.order')
+
+    ``clusters``: named clusters; the first is the default (``bus="kafka"`` builds one from
+    DDDFRAME_KAFKA_BOOTSTRAP). ``routes``: event or message name -> cluster name (freedom's
+    SelectClient); ``listen(..., cluster=...)`` picks the cluster a listener consumes a name
+    from. ``topic_prefix``/``topics``: the naming rule and per-name overrides. ``group_prefix``
+    is put before every subscription group to form the Kafka group id. ``retry_mode``:
+    ``"blocking"`` (retry in place, order kept) or ``"topic"`` (non-blocking retry topic
+    ``retry_prefix + group``), per listener with ``listen(..., retry_mode=...)``;
+    ``retry_count`` caps the attempts (0: dead-letter at the first failure); then the record
+    goes to ``fail_prefix + group``. ``relay``: run the outbox relay in this process (a lease
+    keeps one active per cluster; ``relay_batch`` records per read, the position stored at most
+    every ``relay_save_interval`` seconds while busy). ``push_url``: POST every record there
+    instead of calling the listener (also per listener: ``listen(..., push_url=...)``).
+    """
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        clusters: Mapping[str, KafkaCluster] | None = None,
+        *,
+        routes: Mapping[str, str] | None = None,
+        topic_prefix: str = "",
+        topics: Mapping[str, str] | None = None,
+        group_prefix: str = "",
+        retry: RetryPolicy | None = None,
+        retry_mode: RetryMode = "blocking",
+        retry_count: int | None = None,
+        retry_prefix: str = "retry-",
+        fail_prefix: str = "fail-",
+        relay: bool = True,
+        relay_batch: int = 2000,
+        relay_save_interval: float = 0.1,
+        poll_interval: float = 0.05,
+        lease_ttl: float = 10.0,
+        push_url: str | None = None,
+        push_timeout: float = 10.0,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.clusters: dict[str, KafkaCluster] = dict(
+            clusters if clusters is not None else clusters_from_env()
+        )
+        if not self.clusters:
+            raise ConfigurationError("KafkaBus needs at least one cluster")
+        self.default_cluster = next(iter(self.clusters))
+        self.routes = dict(routes or {})
+        for name, cluster in self.routes.items():
+            self._check_cluster(cluster, f"routes[{name!r}]")
+        if retry_mode not in ("blocking", "topic"):
+            raise ConfigurationError(
+                f"retry_mode must be 'blocking' or 'topic', not {retry_mode!r}"
+            )
+        if retry_count is not None and retry_count < 0:
+            raise ConfigurationError("retry_count must be >= 0 (0 disables retries)")
+        self.naming = TopicNaming(
+            topic_prefix, topics, retry_prefix=retry_prefix, fail_prefix=fail_prefix
+        )
+        self.group_prefix = group_prefix
+        self.default_retry: RetryPolicy = retry or ExponentialRetry(
+            base=0.5, max_delay=60, limit=10
+        )
+        self.retry_mode: RetryMode = retry_mode
+        self.retry_count = retry_count
+        self.relay_enabled = relay
+        self.relay_batch = relay_batch
+        self.relay_save_interval = relay_save_interval
+        self.poll_interval = poll_interval
+        self.lease_ttl = lease_ttl
+        self.push_url = push_url
+        self.push_timeout = push_timeout
+        self.consumer_options = dict(consumer_options or {})
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
+        self.relays: dict[str, Relay] = {}
+        self.consumers: list[GroupConsumer] = []
+        self.dead_letters = KafkaDeadLetters(
+            self.clusters, self.naming, self._groups_by_cluster, self._send_once
+        )
+        self._runtime: BusRuntime | None = None
+        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producer_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._wakeup: PostgresWakeup | None = None
+        self._local_commit = 0.0
+
+    def _check_cluster(self, cluster: object, where: str) -> str:
+        if not isinstance(cluster, str) or cluster not in self.clusters:
+            raise ConfigurationError(
+                f"{where} names cluster {cluster!r}; the bus has {', '.join(self.clusters)}."
+            )
+        return cluster
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def group_id(self, group: str) -> str:
+        return self.group_prefix + group
+
+    def cluster_of(self, envelope: Envelope) -> str:
+        """The cluster an envelope is produced to."""
+        return envelope.headers.get(ROUTE_CLUSTER) or self.routes.get(
+            envelope.name, self.default_cluster
+        )
+
+    def _consumed_on(self, sub: Subscription, name: str) -> str:
+        explicit = sub.options.get("cluster")
+        if explicit is not None:
+            return self._check_cluster(explicit, f"listen({name!r}, cluster=...)")
+        return self.routes.get(name, self.default_cluster)
+
+    def _plan(self, subs: Sequence[Subscription]) -> dict[tuple[str, str], set[str]]:
+        """(cluster, group id) -> the topics its listeners need."""
+        plan: dict[tuple[str, str], set[str]] = {}
+        for sub in subs:
+            for name in sub.event_names:
+                key = (self._consumed_on(sub, name), self.group_id(sub.group))
+                plan.setdefault(key, set()).add(self.naming.topic_for(name))
+        return plan
+
+    def _groups_by_cluster(self) -> dict[str, list[str]]:
+        if self._runtime is None:
+            raise DddframeError("The Kafka bus is not started: start the Application first.")
+        out: dict[str, list[str]] = {}
+        for cluster, group in self._plan(self._runtime.subscriptions):
+            out.setdefault(cluster, []).append(group)
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> BusRuntime:
+        if self._runtime is None:
+            raise DddframeError("The Kafka bus is not started: start the Application first.")
+        return self._runtime
+
+    async def start(self, runtime: BusRuntime) -> None:
+        self._runtime = runtime
+        if self.relay_enabled:
+            for cname, cluster in self.clusters.items():
+                relay = Relay(
+                    cname,
+                    cluster,
+                    runtime.database,
+                    self.naming,
+                    self.cluster_of,
+                    owner=self.owner,
+                    batch_size=self.relay_batch,
+                    poll_interval=self.poll_interval,
+                    lease_ttl=self.lease_ttl,
+                    save_interval=self.relay_save_interval,
+                )
+                self.relays[cname] = relay
+                self._tasks.append(asyncio.create_task(relay.run(), name=f"dddframe-{relay.name}"))
+            if self.relays and runtime.database.dialect == "postgresql":
+                # Commits in other processes wake the relays through the outbox trigger.
+                self._wakeup = PostgresWakeup(runtime.database, OUTBOX_CHANNEL)
+                self._wakeup.listen(self._remote_commit)
+        subs = [self._with_push(s) for s in runtime.active_subscriptions()]
+        for (cname, group_id), topics in self._plan(subs).items():
+            group_subs = [
+                s
+                for s in subs
+                if self.group_id(s.group) == group_id
+                and any(self._consumed_on(s, n) == cname for n in s.event_names)
+            ]
+            handler = RecordHandler(
+                group_id,
+                group_subs,
+                runtime.registry,
+                self.naming,
+                self._sender(cname),
+                retry_mode=self.retry_mode,
+                retry_count=self.retry_count,
+            )
+            retry_topic = self.naming.retry_topic(group_id)
+            needed = {*topics, retry_topic, self.naming.dead_letter_topic(group_id)}
+            consumer = GroupConsumer(
+                cname,
+                self.clusters[cname],
+                group_id,
+                {*topics, retry_topic},
+                handler,
+                prepare=functools.partial(ensure_topics, self.clusters[cname], needed),
+                on_assign=functools.partial(self._load_held, cname, group_id, handler),
+                options=self.consumer_options,
+            )
+            consumer.start()
+            self.consumers.append(consumer)
+
+    async def _load_held(self, cluster: str, group_id: str, handler: RecordHandler) -> None:
+        letters = await self.dead_letters.scan(cluster=cluster, group=group_id)
+        handler.load_held((d.subscription, d.ordering_key, d.event_id) for d in letters)
+
+    def _with_push(self, sub: Subscription) -> Subscription:
+        url = sub.options.get("push_url", self.push_url)
+        if not url:
+            return sub
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return dataclasses.replace(
+            sub, deliver=push_deliver(str(url), self._http, self.push_timeout)
+        )
+
+    async def stop(self) -> None:
+        if self._wakeup is not None:
+            await self._wakeup.close()
+            self._wakeup = None
+        for consumer in self.consumers:
+            await consumer.stop()
+        self.consumers.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.relays.clear()
+        for producer in self._producers.values():
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        self._producers.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def notify(self, envelopes: Sequence[Envelope]) -> None:
+        if envelopes:
+            self._local_commit = time.monotonic()
+        for relay in self.relays.values():
+            relay.wake.set()
+
+    def _remote_commit(self) -> None:
+        # A process that commits itself wakes its relay on every commit already; extra passes
+        # for the NOTIFY of the same commits would only compete with the writers.
+        if time.monotonic() - self._local_commit > self.poll_interval:
+            self.notify([])
+
+    # -- producing (retry and dead-letter topics, replay) --------------------------------------
+
+    async def _producer(self, cluster: str) -> AIOKafkaProducer:
+        async with self._producer_lock:
+            producer = self._producers.get(cluster)
+            if producer is None:
+                producer = AIOKafkaProducer(**self.clusters[cluster].producer_options())
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producers[cluster] = producer
+            return producer
+
+    async def _send_once(
+        self, cluster: str, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
+        producer = await self._producer(cluster)
+        try:
+            async with asyncio.timeout(self.clusters[cluster].send_timeout):
+                await producer.send_and_wait(topic, value, key=key, headers=headers)
+        except Exception:
+            self._producers.pop(cluster, None)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+
+    def _sender(self, cluster: str) -> Any:
+        async def send(topic: str, key: bytes | None, value: bytes | None, h: Headers) -> None:
+            backoff = 0.1
+            while True:  # a record is never dropped between topics: retry until acknowledged
+                try:
+                    await self._send_once(cluster, topic, key, value, h)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "producing to %s failed (%s); retrying in %.1fs", topic, exc, backoff
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+        return send
+
+    # -- what users call ----------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        value: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        cluster: str | None = None,
+    ) -> Envelope:
+        """A direct message to ``topic`` (freedom's ``NewMsg(...).SetHeaders(...).Publish()``),
+        through the outbox: inside a unit of work it commits with it. The correlation id and
+        trace context of the current command or event travel with it.
+
+        >>> # await app.bus.publish("event-sell", {"id": 1}, headers={"x-action": "buy"})
+        """
+        extra = dict(headers or {})
+        extra[ROUTE_TOPIC] = self.naming.topic_for(topic)  # where listeners of the name read
+        if cluster is not None:
+            extra[ROUTE_CLUSTER] = self._check_cluster(cluster, "publish(cluster=...)")
+        return await self.runtime.engine.publish(topic, value, headers=extra, key=key)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the relays sent every committed event and this process's consumers
+        processed everything on their partitions (retries included)."""
+        deadline = time.monotonic() + timeout
+        db = self.runtime.database
+        names = [f"relay.kafka.{c}" for c in self.clusters]
+        while True:
+            async with db.connect() as conn:
+                await Sequencer().sequence(conn)
+                head = await OutboxReader().head(conn)
+                rows = await conn.execute(
+                    select(positions_table.c.subscription, positions_table.c.position).where(
+                        positions_table.c.subscription.in_(names)
+                    )
+                )
+                positions = {r[0]: int(r[1]) for r in rows}
+            behind = [n for n in names if positions.get(n, 0) < head]
+            if not behind:
+                break
+            self._check_deadline(deadline, timeout, f"relays behind head {head}: {behind}")
+            self.notify([])
+            await asyncio.sleep(0.01)
+        # Fresh high watermarks: from fetch responses received after the relays caught up.
+        since = int(time.time() * 1000) + 50
+        previous: dict[TopicPartition, int] | None = None
+        while True:
+            ends, pending = await self._consumer_state(since)
+            if not pending and ends == previous:
+                return
+            previous = None if pending else ends
+            self._check_deadline(deadline, timeout, f"consumers pending: {pending}")
+            await asyncio.sleep(0.02)
+
+    @staticmethod
+    def _check_deadline(deadline: float, timeout: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"drain() gave up after {timeout}s; {what}")
+
+    async def _consumer_state(self, since: int) -> tuple[dict[TopicPartition, int], list[str]]:
+        """High watermarks of this process's partitions, and those not processed up to them.
+
+        High watermarks come from fetch responses (ListOffsets is wrong on some brokers).
+        """
+        ends: dict[TopicPartition, int] = {}
+        pending: list[str] = []
+        for gc in self.consumers:
+            consumer = gc.consumer
+            if consumer is None or not gc.joined.is_set():
+                pending.append(f"{gc.group_id} (joining)")
+                continue
+            for tp in sorted(gc.assignment()):
+                high, polled = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+                if high is None or polled is None or polled < since:
+                    pending.append(f"{tp} (not fetched yet)")
+                    continue
+                ends[tp] = high
+                part = gc.partitions.get(tp)
+                if part is None:  # nothing fetched since it was assigned
+                    done = await consumer.position(tp) >= high
+                else:
+                    done = not part.queue and part.processed is not None and part.processed >= high
+                if not done:
+                    pending.append(str(tp))
+        return ends, pending

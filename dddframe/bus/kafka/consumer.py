@@ -1,0 +1,241 @@
+"""One member of a Kafka consumer group: partitions in parallel, order within a partition,
+offsets committed only for fully processed records.
+
+The fetch loop hands each partition's records to that partition's worker task, which handles
+them one at a time in offset order (:class:`~dddframe.bus.kafka.handling.RecordHandler`) and
+then moves the partition's *processed* offset. Offsets are committed from the processed
+offsets only, so a committed offset never passes a record that is not finished: contiguous per
+partition. A partition whose queue is long is paused (back-pressure). On a rebalance the revoked
+partitions' in-flight records finish, their processed offsets are committed, and only then are
+they released; queued but unstarted records are dropped and refetched by the new owner.
+A broker that is down at start or mid-run is retried with back-off; nothing is committed
+that was not processed, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from dddframe.bus.kafka.config import KafkaCluster
+from dddframe.bus.kafka.handling import RecordHandler
+
+__all__ = ["GroupConsumer"]
+
+log = logging.getLogger("dddframe.bus.kafka.consumer")
+
+_HIGH_WATER = 2000  # queued records per partition before it is paused
+
+
+class _Partition:
+    def __init__(self) -> None:
+        self.queue: collections.deque[ConsumerRecord[Any, Any]] = collections.deque()
+        self.ready = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.processed: int | None = None  # next offset to commit
+        self.committed: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: GroupConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.owner._release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.owner.group_id, sorted(map(str, assigned)))
+        if self.owner.on_assign is not None:
+            try:
+                await self.owner.on_assign()
+            except Exception:
+                log.exception("%s: reading the dead-letter topic failed", self.owner.group_id)
+        self.owner.joined.set()
+
+
+class GroupConsumer:
+    """Consumes ``topics`` as a member of ``group_id`` and hands records to ``handler``."""
+
+    def __init__(
+        self,
+        cluster_name: str,
+        cluster: KafkaCluster,
+        group_id: str,
+        topics: set[str],
+        handler: RecordHandler,
+        *,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        on_assign: Callable[[], Awaitable[None]] | None = None,
+        revoke_timeout: float = 30.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.cluster = cluster
+        self.group_id = group_id
+        self.topics = topics
+        self.handler = handler
+        self.prepare = prepare
+        self.on_assign = on_assign
+        self.revoke_timeout = revoke_timeout
+        self.options = dict(options or {})
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.joined = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._commit_lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"dddframe-kafka-{self.group_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment()) if self.consumer is not None else set()
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            consumer = AIOKafkaConsumer(
+                group_id=self.group_id, **{**self.cluster.consumer_options(), **self.options}
+            )
+            try:
+                if self.prepare is not None:
+                    await self.prepare()
+                await consumer.start()
+                consumer.subscribe(topics=sorted(self.topics), listener=_Rebalance(self))
+                self.consumer = consumer
+                log.info("%s: consuming %s", self.group_id, ", ".join(sorted(self.topics)))
+                backoff = 0.2
+                await self._fetch_loop(consumer)
+            except asyncio.CancelledError:
+                await self._shutdown(consumer)
+                raise
+            except Exception as exc:
+                log.warning(
+                    "%s: consumer failed (%s); reconnecting to %s in %.1fs",
+                    self.group_id,
+                    exc,
+                    self.cluster.bootstrap,
+                    backoff,
+                )
+                await self._shutdown(consumer)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
+        with contextlib.suppress(Exception):
+            await self._release(list(self.partitions))
+        self.consumer = None
+        self.joined.clear()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
+        errors = 0
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+                errors = 0
+            except KafkaError as exc:
+                errors += 1
+                if errors > 20:
+                    raise
+                log.warning("%s: fetch failed (%s); retrying", self.group_id, exc)
+                await asyncio.sleep(min(0.1 * errors, 2.0))
+                continue
+            assigned = consumer.assignment()
+            for tp, records in batch.items():
+                if tp not in assigned:
+                    continue
+                part = self._partition(tp)
+                part.queue.extend(records)
+                part.idle.clear()
+                part.ready.set()
+                if len(part.queue) > _HIGH_WATER:
+                    consumer.pause(tp)
+            for tp in consumer.paused():
+                p = self.partitions.get(tp)
+                if p is None or len(p.queue) < _HIGH_WATER // 2:
+                    consumer.resume(tp)
+            await self.commit()
+
+    def _partition(self, tp: TopicPartition) -> _Partition:
+        part = self.partitions.get(tp)
+        if part is None:
+            part = self.partitions[tp] = _Partition()
+            part.task = asyncio.create_task(self._work(tp, part), name=f"dddframe-kafka-{tp}")
+        return part
+
+    async def _work(self, tp: TopicPartition, part: _Partition) -> None:
+        while True:
+            while not part.queue:
+                part.idle.set()
+                part.ready.clear()
+                await part.ready.wait()
+            rec = part.queue[0]
+            await self.handler.handle(rec)
+            if part.queue and part.queue[0] is rec:
+                part.queue.popleft()
+            part.processed = rec.offset + 1
+
+    async def commit(self, only: list[TopicPartition] | None = None) -> None:
+        """Commit the processed offsets that moved since the last commit."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            offsets = {
+                tp: p.processed
+                for tp, p in self.partitions.items()
+                if p.processed is not None
+                and p.processed != p.committed
+                and (only is None or tp in only)
+            }
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                log.warning(
+                    "%s: commit failed (%s); records will be redelivered", self.group_id, exc
+                )
+                return
+            for tp, offset in offsets.items():
+                self.partitions[tp].committed = offset
+
+    async def _release(self, revoked: list[TopicPartition]) -> None:
+        """Finish in-flight records of the revoked partitions, commit them, drop the rest."""
+        parts = [(tp, self.partitions[tp]) for tp in revoked if tp in self.partitions]
+        for _tp, p in parts:
+            if p.queue:  # keep only the record in flight; the new owner refetches the rest
+                head = p.queue[0]
+                p.queue.clear()
+                p.queue.append(head)
+        if parts:
+            waits = [asyncio.create_task(p.idle.wait()) for _, p in parts]
+            _done, pending = await asyncio.wait(waits, timeout=self.revoke_timeout)
+            for w in pending:
+                w.cancel()
+        await self.commit([tp for tp, _ in parts])
+        for tp, p in parts:
+            if p.task is not None:
+                p.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await p.task
+            del self.partitions[tp]
+        self.joined.clear()

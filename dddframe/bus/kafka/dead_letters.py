@@ -1,0 +1,315 @@
+"""Dead letters kept in Kafka: the dead-letter topic of each consumer group (``fail_prefix``).
+
+``bus.dead_letters`` has the methods of :class:`dddframe.bus.dead_letters.DeadLetterStore`
+(list/get/count/replay/purge), so ``app.dead_letters``, ``dddframe dead-letters ...`` and the
+status page work unchanged. Kafka cannot delete single records, so replaying or purging a dead
+letter appends a *resolution marker* to the same topic; listing reads the topic and leaves
+resolved letters out. Replay re-publishes the record to the group's retry topic, addressed to
+the subscription that gave up on it, due at once, as attempt 1.
+
+Ids pack (cluster, topic, partition, offset) into one int; they are stable while the set of
+clusters and groups of the application stays the same.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from dddframe.bus.codec import encode_envelope
+from dddframe.bus.dead_letters import Parked
+from dddframe.bus.kafka.config import KafkaCluster
+from dddframe.bus.kafka.handling import ATTEMPT, DLQ, NOT_BEFORE, RETRY, SUBSCRIPTION
+from dddframe.bus.kafka.records import Headers, from_record
+from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import DeadLetterNotFound, PoisonEvent
+from dddframe.outbox.tables import PARKED_DEAD
+
+__all__ = ["KafkaDeadLetter", "KafkaDeadLetters", "read_to_end"]
+
+RESOLVES = DLQ + "resolves"
+_OFFSETS = 10**9
+_PARTITIONS = 4096
+_TOPICS = 256
+
+SendTo = Callable[[str, str, bytes | None, bytes | None, Headers], Awaitable[None]]
+"""(cluster, topic, key, value, headers): produce and wait for the acknowledgement."""
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], timeout: float
+) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[Any, Any]]]:
+    """Every record of ``tps`` from the beginning up to their end as of the call.
+
+    The end is the high watermark that fetch responses carry, not ListOffsets (which some
+    Kafka-compatible brokers, tansu 0.6 among them, answer wrongly): a partition is finished
+    when a fetch answered after the call shows its position at the high watermark.
+    """
+    consumer.assign(list(tps))
+    await consumer.seek_to_beginning(*tps)
+    since = int(time.time() * 1000)
+    deadline = time.monotonic() + timeout
+    remaining = set(tps)
+    while remaining:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {sorted(map(str, remaining))} to the end timed out")
+        batch = await consumer.getmany(*remaining, timeout_ms=200)
+        for tp, records in batch.items():
+            for r in records:
+                yield tp, r
+        for tp in list(remaining):
+            high, polled = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            fresh = high is not None and polled is not None and polled >= since
+            if fresh and await consumer.position(tp) >= (high or 0):
+                remaining.discard(tp)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaDeadLetter(Parked):
+    """A dead letter read from a dead-letter topic, with where it is stored."""
+
+    cluster: str
+    topic: str
+    partition: int
+    offset: int
+    group: str
+    record_key: bytes | None
+    record_value: bytes | None
+    record_headers: tuple[tuple[str, bytes], ...]
+
+
+def _text(headers: dict[str, bytes], key: str, default: str = "") -> str:
+    v = headers.get(key)
+    return v.decode(errors="replace") if v is not None else default
+
+
+class KafkaDeadLetters:
+    """The operator API over the dead-letter topics of every group on every cluster."""
+
+    def __init__(
+        self,
+        clusters: dict[str, KafkaCluster],
+        naming: TopicNaming,
+        groups: Callable[[], dict[str, builtins.list[str]]],
+        send: SendTo,
+        *,
+        scan_timeout: float = 30.0,
+    ) -> None:
+        self.clusters = clusters
+        self.naming = naming
+        self._groups = groups  # cluster -> group ids (known once the bus started)
+        self._send = send
+        self.scan_timeout = scan_timeout
+
+    def _topics(self) -> builtins.list[tuple[int, str, int, str, str]]:
+        """(cluster index, cluster, topic index, topic, group id) of every dead-letter topic."""
+        out = []
+        groups = self._groups()
+        for ci, cname in enumerate(self.clusters):
+            for ti, group in enumerate(sorted(groups.get(cname, []))):
+                out.append((ci, cname, ti, self.naming.dead_letter_topic(group), group))
+        return out
+
+    async def scan(
+        self, *, cluster: str | None = None, group: str | None = None
+    ) -> builtins.list[KafkaDeadLetter]:
+        """Every unresolved dead letter (of one cluster and group id if given), in topic order."""
+        letters: builtins.list[KafkaDeadLetter] = []
+        resolved: set[tuple[str, str, int, int]] = set()
+        by_cluster: dict[str, builtins.list[tuple[int, int, str, str]]] = {}
+        for ci, cname, ti, topic, group_id in self._topics():
+            if cluster in (None, cname) and group in (None, group_id):
+                by_cluster.setdefault(cname, []).append((ci, ti, topic, group_id))
+        for cname, topics in by_cluster.items():
+            settings = self.clusters[cname]
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+                **settings.client_options,
+            )
+            await consumer.start()
+            try:
+                existing = await consumer.topics()
+                index = {t: (ci, ti, g) for ci, ti, t, g in topics if t in existing}
+                tps = [
+                    TopicPartition(t, p)
+                    for t in index
+                    for p in sorted(consumer.partitions_for_topic(t) or ())
+                ]
+                if not tps:
+                    continue
+                async for tp, r in read_to_end(consumer, tps, self.scan_timeout):
+                    ci, ti, group = index[tp.topic]
+                    marker = dict(r.headers or ()).get(RESOLVES)
+                    if marker is not None:
+                        p, _, o = marker.decode().partition(":")
+                        resolved.add((cname, tp.topic, int(p), int(o)))
+                    else:
+                        letters.append(self._letter(cname, ci, ti, group, r))
+            finally:
+                await consumer.stop()
+        return [d for d in letters if (d.cluster, d.topic, d.partition, d.offset) not in resolved]
+
+    @staticmethod
+    def _letter(
+        cname: str, ci: int, ti: int, group: str, r: ConsumerRecord[Any, Any]
+    ) -> KafkaDeadLetter:
+        raw = {k: v or b"" for k, v in r.headers or ()}
+        try:
+            env = from_record(r.headers, r.value)
+        except PoisonEvent:
+            env = Envelope(
+                event_id=uuid.uuid5(
+                    uuid.NAMESPACE_URL, f"kafka:{r.topic}:{r.partition}:{r.offset}"
+                ),
+                name=_text(raw, "dddframe-name", "<not a dddframe record>"),
+                payload_json=(r.value or b"").decode(errors="replace"),
+            )
+        at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+        origin = (
+            f"{_text(raw, DLQ + 'topic')}[{_text(raw, DLQ + 'partition')}]"
+            f"@{_text(raw, DLQ + 'offset')}"
+        )
+        attempts = _text(raw, DLQ + "attempts", "0")
+        return KafkaDeadLetter(
+            id=((ci * _TOPICS + ti) * _PARTITIONS + r.partition) * _OFFSETS + r.offset,
+            subscription=_text(raw, DLQ + "subscription"),
+            event_id=str(env.event_id),
+            position=None,
+            ordering_key=env.ordering_key,
+            name=env.name,
+            state=PARKED_DEAD,
+            attempts=int(attempts) if attempts.isdigit() else 0,
+            next_attempt_at=None,
+            error=_text(raw, DLQ + "reason"),
+            traceback=f"original record {origin}; dead-letter record {r.topic}[{r.partition}]"
+            f"@{r.offset} on cluster {cname}",
+            created_at=at,
+            updated_at=at,
+            envelope_text=encode_envelope(env),
+            cluster=cname,
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            group=group,
+            record_key=r.key,
+            record_value=r.value,
+            record_headers=tuple((k, v or b"") for k, v in r.headers or ()),
+        )
+
+    # -- the DeadLetterStore API -------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        state: str | None = PARKED_DEAD,
+        limit: int = 100,
+    ) -> builtins.list[KafkaDeadLetter]:
+        """Unresolved dead letters, oldest first per topic (``state`` other than dead: none;
+        retries in flight live in the retry topic, not here)."""
+        if state not in (None, PARKED_DEAD):
+            return []
+        found = [
+            d
+            for d in await self.scan()
+            if (subscription is None or d.subscription == subscription)
+            and (aggregate_id is None or d.ordering_key.endswith(f":{aggregate_id}"))
+        ]
+        return found[:limit]
+
+    async def get(self, dead_letter_id: int) -> KafkaDeadLetter:
+        for d in await self.scan():
+            if d.id == dead_letter_id:
+                return d
+        raise DeadLetterNotFound(
+            f"No dead letter with id {dead_letter_id} in the dead-letter topics; it may have "
+            "been replayed or purged. List them with `dddframe dead-letters list`."
+        )
+
+    async def count(self, *, subscription: str | None = None, state: str = PARKED_DEAD) -> int:
+        return len(await self.list(subscription=subscription, state=state, limit=10**9))
+
+    async def pending_retries(self, subscription: str) -> int:
+        return 0  # retries travel through the retry topic; consumer lag shows them
+
+    async def _select(
+        self,
+        ids: Sequence[int] | None,
+        subscription: str | None,
+        aggregate_id: str | None,
+        everything: bool,
+    ) -> builtins.list[KafkaDeadLetter]:
+        if ids is None and subscription is None and aggregate_id is None and not everything:
+            raise ValueError(
+                "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
+            )
+        wanted = set(ids) if ids is not None else None
+        return [
+            d
+            for d in await self.scan()
+            if (wanted is None or d.id in wanted)
+            and (subscription is None or d.subscription == subscription)
+            and (aggregate_id is None or d.ordering_key.endswith(f":{aggregate_id}"))
+        ]
+
+    async def _resolve(self, d: KafkaDeadLetter, action: str) -> None:
+        await self._send(
+            d.cluster,
+            d.topic,
+            d.record_key,
+            b"",
+            [(RESOLVES, f"{d.partition}:{d.offset}".encode()), (DLQ + "action", action.encode())],
+        )
+
+    async def replay(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Re-publish dead letters to their group's retry topic (attempts start again at 1),
+        then mark them resolved; returns how many."""
+        letters = await self._select(ids, subscription, aggregate_id, everything)
+        for d in letters:
+            target = d.subscription if not d.subscription.endswith(".*") else ""
+            headers: Headers = [
+                *((k, v) for k, v in d.record_headers if not k.startswith((RETRY, DLQ))),
+                (DLQ + "topic", next((v for k, v in d.record_headers if k == DLQ + "topic"), b"")),
+                *((k, v) for k, v in d.record_headers if k in (DLQ + "partition", DLQ + "offset")),
+                (SUBSCRIPTION, target.encode()),
+                (ATTEMPT, b"1"),
+                (NOT_BEFORE, str(int(time.time() * 1000)).encode()),
+            ]
+            await self._send(
+                d.cluster, self.naming.retry_topic(d.group), d.record_key, d.record_value, headers
+            )
+            await self._resolve(d, "replay")
+        return len(letters)
+
+    async def purge(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Mark dead letters resolved without delivering them; returns how many."""
+        letters = await self._select(ids, subscription, aggregate_id, everything)
+        for d in letters:
+            await self._resolve(d, "purge")
+        return len(letters)

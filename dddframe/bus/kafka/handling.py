@@ -1,0 +1,287 @@
+"""What a consumer does with one record: decode, deliver, retry, dead-letter. Never skip.
+
+A record is done when every subscription of the group that wants it either handled it, or got
+it forwarded to the group's retry topic (``retry_mode="topic"``) or to the dead-letter topic.
+Under ``dead_letter="block_aggregate"`` (the default) a dead letter holds its aggregate back:
+that subscription's later records of the aggregate go to the dead-letter topic behind it (reason
+:class:`HeldBack`), so replaying the aggregate delivers them all in order. The held aggregates
+are rebuilt from the dead-letter topic whenever partitions are assigned.
+Only then does the consumer count its offset as processed. Forwarding waits for the broker's
+acknowledgement and is retried until it succeeds, so a record is never lost between topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiokafka.structs import ConsumerRecord
+
+from dddframe.bus.dead_letters import format_error
+from dddframe.bus.kafka.records import Headers, from_record
+from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.bus.subscription import Subscription
+from dddframe.domain.envelope import Envelope
+from dddframe.domain.events import EventRegistry
+from dddframe.errors import DddframeError, PoisonEvent
+from dddframe.observability.metrics import record_dead_lettered
+
+__all__ = ["DLQ", "RETRY", "HeldBack", "RecordHandler", "RetryMode", "Send"]
+
+log = logging.getLogger("dddframe.bus.kafka.consumer")
+
+RetryMode = Literal["blocking", "topic"]
+Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
+"""Produce one record and wait for the broker's acknowledgement (retried by the caller)."""
+
+RETRY = "dddframe-retry-"
+DLQ = "dddframe-dlq-"
+SUBSCRIPTION = RETRY + "subscription"
+ATTEMPT = RETRY + "attempt"
+NOT_BEFORE = RETRY + "not-before"
+ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = (
+    DLQ + "topic",
+    DLQ + "partition",
+    DLQ + "offset",
+)
+
+
+@dataclass
+class _Origin:
+    topic: str
+    partition: int
+    offset: int
+
+
+def _bytes_headers(rec: ConsumerRecord[Any, Any]) -> dict[str, bytes]:
+    return {k: v or b"" for k, v in rec.headers or ()}
+
+
+class HeldBack(DddframeError):
+    """An earlier event of the same aggregate is a dead letter (``block_aggregate``)."""
+
+
+def _held(head: str) -> HeldBack:
+    return HeldBack(
+        f"held behind dead letter {head} of the same aggregate (dead_letter='block_aggregate');"
+        " replay the aggregate's dead letters together to deliver them in order"
+    )
+
+
+class RecordHandler:
+    """Handles the records of one consumer group (its topics and its retry topic)."""
+
+    def __init__(
+        self,
+        group_id: str,
+        subscriptions: Sequence[Subscription],
+        registry: EventRegistry,
+        naming: TopicNaming,
+        send: Send,
+        *,
+        retry_mode: RetryMode = "blocking",
+        retry_count: int | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.subscriptions = {s.name: s for s in subscriptions}
+        self.registry = registry
+        self.retry_topic = naming.retry_topic(group_id)
+        self.dead_letter_topic = naming.dead_letter_topic(group_id)
+        self.send = send
+        self.retry_mode = retry_mode
+        self.retry_count = retry_count
+        self.handled = 0
+        # subscription -> ordering key -> event id of the dead letter that holds it back
+        self.held: dict[str, dict[str, str]] = {}
+
+    def _mode(self, sub: Subscription) -> RetryMode:
+        mode = sub.options.get("retry_mode", self.retry_mode)
+        return "topic" if mode == "topic" else "blocking"
+
+    def _next_delay(self, sub: Subscription, attempt: int) -> float | None:
+        limit = sub.options.get("retry_count", self.retry_count)
+        if isinstance(limit, int) and attempt > limit:
+            return None
+        return sub.retry.next_delay(attempt)
+
+    async def handle(self, rec: ConsumerRecord[Any, Any]) -> None:
+        """Process one record completely (returns only when it may be committed)."""
+        raw = _bytes_headers(rec)
+        try:
+            env = from_record(rec.headers, rec.value)
+        except PoisonEvent as exc:
+            await self.dead_letter(rec, None, exc, attempts=0)
+            return
+        if rec.topic == self.retry_topic and raw.get(SUBSCRIPTION):
+            await self._handle_retry(rec, raw, env)
+            return
+        if not self.registry.is_known(env.name):
+            await self.dead_letter(
+                rec, None, PoisonEvent(f"no event class or declaration is named {env.name!r}"), 0
+            )
+            return
+        for sub in self.subscriptions.values():
+            if not sub.wants(env):
+                continue
+            head = self._held_by(sub, env)
+            if head is not None:
+                await self.dead_letter(rec, sub, _held(head), 0, env)
+            else:
+                await self._deliver(rec, sub, env, 1)
+        self.handled += 1
+
+    async def _handle_retry(
+        self, rec: ConsumerRecord[Any, Any], raw: dict[str, bytes], env: Envelope
+    ) -> None:
+        name = raw.get(SUBSCRIPTION, b"").decode(errors="replace")
+        sub = self.subscriptions.get(name)
+        if sub is None:
+            await self.dead_letter(
+                rec, None, PoisonEvent(f"retry record for unknown subscription {name!r}"), 0
+            )
+            return
+        try:
+            attempt = int(raw.get(ATTEMPT, b"1"))
+            due = float(raw.get(NOT_BEFORE, b"0")) / 1000
+        except ValueError:
+            attempt, due = 1, 0.0
+        wait = due - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        head = self._held_by(sub, env)
+        if head is not None and head != str(env.event_id):
+            await self.dead_letter(rec, sub, _held(head), 0, env)  # still behind its head
+        elif await self._deliver(rec, sub, env, attempt) and head is not None:
+            self.held[sub.name].pop(env.ordering_key, None)  # the head went through: release
+        self.handled += 1
+
+    def _held_by(self, sub: Subscription, env: Envelope) -> str | None:
+        """The event id of the dead letter holding this aggregate back, if any."""
+        if sub.dead_letter != "block_aggregate" or env.aggregate_id is None:
+            return None
+        return self.held.get(sub.name, {}).get(env.ordering_key)
+
+    def _hold(self, sub: Subscription, env: Envelope) -> None:
+        if sub.dead_letter == "block_aggregate" and env.aggregate_id is not None:
+            self.held.setdefault(sub.name, {}).setdefault(env.ordering_key, str(env.event_id))
+
+    def load_held(self, letters: Iterable[tuple[str, str, str]]) -> None:
+        """Rebuild the held aggregates from unresolved dead letters (subscription, ordering
+        key, event id), oldest first; called whenever the group assigns partitions."""
+        held: dict[str, dict[str, str]] = {}
+        for subscription, key, event_id in letters:
+            sub = self.subscriptions.get(subscription)
+            if sub is not None and sub.dead_letter == "block_aggregate":
+                held.setdefault(subscription, {}).setdefault(key, event_id)
+        self.held = held
+
+    async def _deliver(
+        self, rec: ConsumerRecord[Any, Any], sub: Subscription, env: Envelope, attempt: int
+    ) -> bool:
+        """Deliver with the listener's retries; True if delivered, False if it left (retry
+        topic or dead letters)."""
+        while True:
+            try:
+                await sub.deliver(env, attempt, sub)
+                return True
+            except Exception as exc:  # the listener's failure is ours to retry or park
+                delay = None if isinstance(exc, PoisonEvent) else self._next_delay(sub, attempt)
+                if delay is None:
+                    await self.dead_letter(rec, sub, exc, attempt, env)
+                    return False
+                log.warning(
+                    "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
+                    sub.name,
+                    env.name,
+                    env.event_id,
+                    attempt,
+                    delay,
+                    exc,
+                    extra={"event_id": str(env.event_id), "correlation_id": env.correlation_id},
+                )
+                if self._mode(sub) == "topic":
+                    await self._to_retry_topic(rec, sub, attempt + 1, delay)
+                    return False
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def _origin(self, rec: ConsumerRecord[Any, Any]) -> _Origin:
+        raw = _bytes_headers(rec)
+        if ORIGIN_TOPIC in raw:
+            try:
+                return _Origin(
+                    raw[ORIGIN_TOPIC].decode(),
+                    int(raw[ORIGIN_PARTITION]),
+                    int(raw[ORIGIN_OFFSET]),
+                )
+            except (KeyError, ValueError, UnicodeDecodeError):
+                pass
+        return _Origin(rec.topic, rec.partition, rec.offset)
+
+    def _carried(self, rec: ConsumerRecord[Any, Any]) -> Headers:
+        """The record's own headers without our retry/dead-letter bookkeeping."""
+        return [
+            (k, v or b"")
+            for k, v in rec.headers or ()
+            if not (k.startswith(RETRY) or k.startswith(DLQ))
+        ]
+
+    def _origin_headers(self, rec: ConsumerRecord[Any, Any]) -> Headers:
+        o = self._origin(rec)
+        return [
+            (ORIGIN_TOPIC, o.topic.encode()),
+            (ORIGIN_PARTITION, str(o.partition).encode()),
+            (ORIGIN_OFFSET, str(o.offset).encode()),
+        ]
+
+    async def _to_retry_topic(
+        self, rec: ConsumerRecord[Any, Any], sub: Subscription, attempt: int, delay: float
+    ) -> None:
+        headers = [
+            *self._carried(rec),
+            *self._origin_headers(rec),
+            (SUBSCRIPTION, sub.name.encode()),
+            (ATTEMPT, str(attempt).encode()),
+            (NOT_BEFORE, str(int((time.time() + delay) * 1000)).encode()),
+        ]
+        await self.send(self.retry_topic, rec.key, rec.value, headers)
+
+    async def dead_letter(
+        self,
+        rec: ConsumerRecord[Any, Any],
+        sub: Subscription | None,
+        exc: BaseException,
+        attempts: int,
+        env: Envelope | None = None,
+    ) -> None:
+        reason, _ = format_error(exc)
+        name = sub.name if sub is not None else f"{self.group_id}.*"
+        headers = [
+            *self._carried(rec),
+            *self._origin_headers(rec),
+            (DLQ + "reason", reason.encode()),
+            (DLQ + "attempts", str(attempts).encode()),
+            (DLQ + "subscription", name.encode()),
+            (DLQ + "group", self.group_id.encode()),
+            (DLQ + "at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self.send(self.dead_letter_topic, rec.key, rec.value, headers)
+        if sub is not None and env is not None:
+            self._hold(sub, env)
+        record_dead_lettered(name)
+        log.error(
+            "%s: record %s[%d]@%d dead-lettered to %s after %d attempt(s): %s",
+            name,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            self.dead_letter_topic,
+            attempts,
+            reason,
+            extra={"event_id": str(env.event_id) if env else None},
+        )

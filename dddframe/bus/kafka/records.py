@@ -1,0 +1,60 @@
+"""Envelope <-> Kafka record: key = aggregate id, value = JSON payload, envelope in headers.
+
+>>> from dddframe.domain.envelope import Envelope
+>>> env = Envelope.new("Order:Placed", '{"n": 1}', aggregate_type="Order", aggregate_id="7",
+...                    aggregate_version=3, headers={"correlation_id": "c1", "x-action": "buy"})
+>>> key, value, headers = to_record(env)
+>>> key, value
+(b'7', b'{"n": 1}')
+>>> back = from_record(headers, value)
+>>> (back.event_id, back.aggregate_version, back.headers) == (env.event_id, 3, env.headers)
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from dddframe.bus.codec import envelope_from_headers, envelope_headers
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import PoisonEvent
+
+__all__ = ["Headers", "decode_headers", "encode_headers", "from_record", "to_record"]
+
+Headers = list[tuple[str, bytes]]
+
+
+def encode_headers(headers: dict[str, str]) -> Headers:
+    return [(k, v.encode()) for k, v in headers.items()]
+
+
+def decode_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Record headers as str -> str; raises PoisonEvent for headers that are not UTF-8."""
+    out: dict[str, str] = {}
+    for k, v in headers or ():
+        try:
+            out[k] = v.decode() if v is not None else ""
+        except UnicodeDecodeError as exc:
+            raise PoisonEvent(f"record header {k!r} is not UTF-8 text") from exc
+    return out
+
+
+def to_record(env: Envelope) -> tuple[bytes | None, bytes, Headers]:
+    """(key, value, headers) of an envelope. Unkeyed direct messages have no key."""
+    key = env.aggregate_id.encode() if env.aggregate_id is not None else None
+    return key, env.payload_json.encode(), encode_headers(envelope_headers(env))
+
+
+def from_record(
+    headers: Sequence[tuple[str, bytes | None]] | None, value: bytes | None
+) -> Envelope:
+    """The envelope of a record; PoisonEvent says why a record is not one of ours."""
+    if value is None:
+        raise PoisonEvent("the record has no value (a tombstone), not a dddframe event")
+    try:
+        payload = value.decode()
+        json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PoisonEvent(f"the record value is not JSON: {exc}") from exc
+    return envelope_from_headers(decode_headers(headers), payload)

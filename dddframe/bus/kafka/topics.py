@@ -1,0 +1,83 @@
+"""Which Kafka topic an event goes to, and the retry and dead-letter topics of a group.
+
+The rule must give the same answer to the relay (which knows the whole envelope) and to a
+consumer (which knows only the event names its listeners are bound to), so it is a function of
+the event name: names follow ``Aggregate:Event`` (``Order:Placed``), and the part before the
+colon names the aggregate type, so by default there is one topic per aggregate type. A name
+without a colon is a direct message (freedom's ``NewMsg("event-sell", ...)``) and its topic is
+the name itself. See docs/adr/0200-kafka-topics-offsets-and-dead-letters.md.
+
+>>> naming = TopicNaming(prefix="shop.", overrides={"Order:Shipped": "shipping"})
+>>> naming.topic_for("Order:Placed"), naming.topic_for("OrderLine:Added")
+('shop.order', 'shop.order_line')
+>>> naming.topic_for("Order:Shipped"), naming.topic_for("event-sell")
+('shipping', 'event-sell')
+>>> naming.retry_topic("store"), naming.dead_letter_topic("store")
+('retry-store', 'fail-store')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import ConfigurationError
+
+__all__ = ["ROUTE_CLUSTER", "ROUTE_TOPIC", "TopicNaming"]
+
+ROUTE_TOPIC = "dddframe-topic"
+"""Header of a direct message naming its topic exactly (set by ``KafkaBus.publish``)."""
+ROUTE_CLUSTER = "dddframe-cluster"
+"""Header of a direct message naming the cluster it goes to."""
+
+_INVALID = re.compile(r"[^a-zA-Z0-9._-]")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _slug(text: str) -> str:
+    return _INVALID.sub("_", text)
+
+
+class TopicNaming:
+    """The naming rule: ``prefix`` + snake_case aggregate type, or the override for a name."""
+
+    def __init__(
+        self,
+        prefix: str = "",
+        overrides: Mapping[str, str] | None = None,
+        *,
+        retry_prefix: str = "retry-",
+        fail_prefix: str = "fail-",
+    ) -> None:
+        for topic in (overrides or {}).values():
+            if not topic or _INVALID.search(topic):
+                raise ConfigurationError(
+                    f"Kafka topic {topic!r} is not valid: use letters, digits, '.', '_' and '-'."
+                )
+        if not retry_prefix or not fail_prefix or retry_prefix == fail_prefix:
+            raise ConfigurationError("retry_prefix and fail_prefix must be different, non-empty")
+        self.prefix = prefix
+        self.overrides = dict(overrides or {})
+        self.retry_prefix = retry_prefix
+        self.fail_prefix = fail_prefix
+
+    def topic_for(self, name: str) -> str:
+        """The topic of events (or direct messages) called ``name``."""
+        topic = self.overrides.get(name)
+        if topic is not None:
+            return topic
+        aggregate, colon, _ = name.partition(":")
+        if colon and aggregate:
+            return _slug(self.prefix + _CAMEL.sub("_", aggregate).lower())
+        return _slug(name)
+
+    def topic_of(self, envelope: Envelope) -> str:
+        """The topic of one envelope: its explicit direct-message topic, else the rule."""
+        return envelope.headers.get(ROUTE_TOPIC) or self.topic_for(envelope.name)
+
+    def retry_topic(self, group_id: str) -> str:
+        return _slug(self.retry_prefix + group_id)
+
+    def dead_letter_topic(self, group_id: str) -> str:
+        return _slug(self.fail_prefix + group_id)

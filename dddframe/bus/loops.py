@@ -1,0 +1,106 @@
+"""The background loops of the buses that read the outbox themselves (in-process, database).
+
+One place for: waking on a hint or a poll interval, sequencing then catching every runner up,
+the per-subscription retry loop, and a graceful stop. Stopping lets the current pass finish
+(a statement cancelled half-way can strand a connection that still holds a lock, which SQLite
+then makes every other writer wait for), and only cancels what is still running after a grace
+period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from dddframe.bus.delivery import SubscriptionRunner
+from dddframe.engine.database import Database
+from dddframe.outbox.sequencer import Sequencer
+
+__all__ = ["DeliveryLoops"]
+
+log = logging.getLogger("dddframe.bus.loops")
+
+
+class DeliveryLoops:
+    """Tasks that deliver the outbox to runners until :meth:`stop`."""
+
+    def __init__(self, database: Database, interval: float) -> None:
+        self.database = database
+        self.interval = interval
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.sequencer = Sequencer()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    async def pause(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Sleep up to ``seconds``; return early when ``event`` is set or the loops stop."""
+        waits = [asyncio.ensure_future(self.stopping.wait())]
+        if event is not None:
+            waits.append(asyncio.ensure_future(event.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when="FIRST_COMPLETED")
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def deliver(self, runners: Callable[[], Iterable[SubscriptionRunner]]) -> None:
+        """Wake on a hint or every ``interval``; sequence; catch every runner up."""
+        while not self.stopping.is_set():
+            await self.pause(self.interval, self.wake)
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                async with self.database.connect() as conn:
+                    await self.sequencer.sequence(conn)
+                head = self.sequencer.head
+                await asyncio.gather(*(self._catch_up(r, head) for r in list(runners())))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery pass failed; retrying after a pause")
+                await self.pause(min(self.interval, 1.0))
+                self.wake.set()
+
+    async def _catch_up(self, runner: SubscriptionRunner, head: int) -> None:
+        """Deliver up to ``head``, the position the pass's sequencer reached; what committed
+        later has woken the loop again and is read by the next pass."""
+        while not self.stopping.is_set() and runner.active:
+            if not await runner.run_once(head) or runner.caught_up:
+                return
+
+    async def retries(self, runner: SubscriptionRunner) -> None:
+        """Deliver the runner's due retries until it is dropped or the loops stop."""
+        while not self.stopping.is_set() and runner.active:
+            try:
+                wait = await runner.run_retries()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: retry pass failed", runner.subscription.name)
+                wait = self.interval
+            runner.retry_wakeup.clear()
+            await self.pause(
+                self.interval if wait is None else min(wait, self.interval), runner.retry_wakeup
+            )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let running passes finish (up to ``grace`` seconds), then cancel the rest."""
+        self.stopping.set()
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

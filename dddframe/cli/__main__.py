@@ -1,0 +1,3 @@
+from dddframe.cli import main
+
+main()

@@ -1,0 +1,193 @@
+"""``dddframe dead-letters list|show|replay|purge``: operate on dead letters.
+
+Works on ``app.dead_letters``, so every transport that keeps dead letters (the database store,
+or a transport's own ``dead_letters``) is operated the same way. Exit codes: 0 done, 1 nothing
+found, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dddframe.app.application import Application
+from dddframe.bus.dead_letters import DeadLetter
+from dddframe.cli.loading import load_app
+from dddframe.errors import DeadLetterNotFound
+
+app = typer.Typer(help="List, show, replay and purge dead letters.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
+SUBSCRIPTION = typer.Option(None, "--subscription", "-s", help="Only this subscription")
+AGGREGATE = typer.Option(None, "--aggregate", "-a", help="Only this aggregate id")
+JSON = typer.Option(False, "--json", help="Machine-readable output")
+
+
+def _run(app_spec: str, action: Callable[[Application], Awaitable[T]]) -> T:
+    async def main() -> T:
+        application = load_app(app_spec, consume=False)
+        async with application:
+            return await action(application)
+
+    return asyncio.run(main())
+
+
+def _as_dict(d: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    env = d.envelope
+    out: dict[str, Any] = {
+        "id": d.id,
+        "subscription": d.subscription,
+        "state": d.state,
+        "event_id": d.event_id,
+        "name": d.name,
+        "aggregate": d.ordering_key,
+        "aggregate_version": env.aggregate_version,
+        "attempts": d.attempts,
+        "error": d.error,
+        "created_at": d.created_at.isoformat(),
+        "updated_at": d.updated_at.isoformat(),
+    }
+    if full:
+        out["traceback"] = d.traceback
+        out["headers"] = env.headers
+        out["payload"] = env.payload_json
+    return out
+
+
+@app.command("list")
+def list_(
+    app_spec: str = APP_OPTION,
+    subscription: str | None = SUBSCRIPTION,
+    aggregate: str | None = AGGREGATE,
+    state: str = typer.Option("dead", "--state", help="dead, retry, waiting or all"),
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = JSON,
+) -> None:
+    """List dead letters (or other parked events with --state), oldest first."""
+    if state not in ("dead", "retry", "waiting", "all"):
+        raise typer.BadParameter("--state must be dead, retry, waiting or all")
+    letters = _run(
+        app_spec,
+        lambda a: a.dead_letters.list(
+            subscription=subscription,
+            aggregate_id=aggregate,
+            state=None if state == "all" else state,
+            limit=limit,
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps([_as_dict(d) for d in letters], indent=2))
+    else:
+        table = Table(title=f"{len(letters)} parked event(s), state={state}")
+        for column in ("id", "subscription", "event", "aggregate", "attempts", "error", "since"):
+            table.add_column(column, overflow="fold")
+        for d in letters:
+            table.add_row(
+                str(d.id),
+                d.subscription,
+                d.name,
+                f"{d.ordering_key} v{d.envelope.aggregate_version}",
+                str(d.attempts),
+                (d.error or "")[:120],
+                d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        console.print(table)
+    if not letters:
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    dead_letter_id: int = typer.Argument(..., help="The id shown by `list`"),
+    app_spec: str = APP_OPTION,
+    as_json: bool = JSON,
+) -> None:
+    """Show one dead letter with its payload, headers and traceback."""
+    try:
+        d = _run(app_spec, lambda a: a.dead_letters.get(dead_letter_id))
+    except DeadLetterNotFound as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    data = _as_dict(d, full=True)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if key != "traceback":
+            console.print(f"[bold]{key}[/]: {value}")
+    console.print("[bold]traceback[/]:")
+    console.print(d.traceback or "(none)", markup=False, highlight=False)
+
+
+def _selection(
+    ids: list[int], subscription: str | None, aggregate: str | None, everything: bool
+) -> dict[str, Any]:
+    if not ids and subscription is None and aggregate is None and not everything:
+        raise typer.BadParameter("name ids, --subscription, --aggregate, or --all")
+    return {
+        "ids": ids or None,
+        "subscription": subscription,
+        "aggregate_id": aggregate,
+        "everything": everything,
+    }
+
+
+@app.command()
+def replay(
+    ids: list[int] = typer.Argument(None, help="Dead letter ids"),
+    app_spec: str = APP_OPTION,
+    subscription: str | None = SUBSCRIPTION,
+    aggregate: str | None = AGGREGATE,
+    everything: bool = typer.Option(False, "--all", help="Every dead letter"),
+    as_json: bool = JSON,
+) -> None:
+    """Deliver dead letters again (attempts reset); the events waiting behind them follow."""
+    sel = _selection(ids or [], subscription, aggregate, everything)
+    count = _run(
+        app_spec,
+        lambda a: a.dead_letters.replay(
+            sel["ids"],
+            subscription=sel["subscription"],
+            aggregate_id=sel["aggregate_id"],
+            everything=sel["everything"],
+        ),
+    )
+    typer.echo(json.dumps({"replayed": count}) if as_json else f"{count} dead letter(s) replayed")
+    if not count:
+        raise typer.Exit(1)
+
+
+@app.command()
+def purge(
+    ids: list[int] = typer.Argument(None, help="Dead letter ids"),
+    app_spec: str = APP_OPTION,
+    subscription: str | None = SUBSCRIPTION,
+    aggregate: str | None = AGGREGATE,
+    everything: bool = typer.Option(False, "--all", help="Every dead letter"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    as_json: bool = JSON,
+) -> None:
+    """Delete dead letters for good (their events are never delivered to that listener)."""
+    sel = _selection(ids or [], subscription, aggregate, everything)
+    if not yes and not typer.confirm("Delete these dead letters for good?"):
+        raise typer.Exit(2)
+    count = _run(
+        app_spec,
+        lambda a: a.dead_letters.purge(
+            sel["ids"],
+            subscription=sel["subscription"],
+            aggregate_id=sel["aggregate_id"],
+            everything=sel["everything"],
+        ),
+    )
+    typer.echo(json.dumps({"purged": count}) if as_json else f"{count} dead letter(s) purged")
+    if not count:
+        raise typer.Exit(1)

@@ -1,0 +1,47 @@
+"""``dddframe relay --app ...``: run only the outbox relay of the application's bus.
+
+The relay moves committed outbox events to the broker (Kafka, AMQP) and delivers nothing
+itself. Several may run; a lease keeps one active per outbox and cluster, the others stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from dddframe.cli.loading import load_app
+from dddframe.cli.process import freeze_startup_heap, stop_on_signals
+from dddframe.errors import ConfigurationError
+
+__all__ = ["relay", "run_relay"]
+
+
+async def run_relay(app_spec: str, stop: asyncio.Event | None = None) -> None:
+    """Start the application without consumers and with its bus's relay on, until ``stop``."""
+    application = load_app(app_spec, consume=False)
+    if not hasattr(application.bus, "relay_enabled"):
+        raise ConfigurationError(
+            f"The {application.bus.name!r} bus has no relay: its events are delivered from the "
+            "database by `dddframe worker`. Use a broker bus such as bus='kafka'."
+        )
+    setattr(application.bus, "relay_enabled", True)  # noqa: B010 - checked above
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    async with application:
+        await application.create_schema()
+        freeze_startup_heap()
+        logging.getLogger("dddframe.relay").info("relay running: bus=%s", application.bus.name)
+        await stop.wait()
+
+
+def relay(
+    app_spec: str = typer.Option(..., "--app", help="package.module:app or a factory"),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Relay committed outbox events to the broker until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(run_relay(app_spec))

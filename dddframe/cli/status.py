@@ -1,0 +1,107 @@
+"""``dddframe status``: per subscription position, lag, retries and dead letters; per relay the
+last position sent. A rich table for people, ``--json`` for scripts.
+
+Exit codes: 0 healthy, 1 the application or database could not be read, 2 dead letters exist,
+3 a subscription lags more than ``--max-lag`` events or ``--max-lag-seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dddframe.app.application import Application
+from dddframe.cli.loading import load_app
+from dddframe.outbox.status import SystemStatus, read_status
+
+__all__ = [
+    "EXIT_DEAD_LETTERS",
+    "EXIT_ERROR",
+    "EXIT_LAGGING",
+    "EXIT_OK",
+    "application_status",
+    "status",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_DEAD_LETTERS = 2
+EXIT_LAGGING = 3
+
+
+async def application_status(app: Application) -> SystemStatus:
+    """The :class:`~dddframe.outbox.status.SystemStatus` of a started application."""
+    names = {s.name: s.event_names for s in app.subscriptions}
+    async with app.database.connect() as conn:
+        return await read_status(conn, names)
+
+
+async def _read(app_spec: str) -> SystemStatus:
+    application = load_app(app_spec, consume=False)
+    async with application:
+        return await application_status(application)
+
+
+def _render(result: SystemStatus, console: Console) -> None:
+    table = Table(title=f"subscriptions (outbox head {result.head})")
+    for col in ("subscription", "position", "lag", "lag (s)", "retries", "dead letters"):
+        table.add_column(col, justify="left" if col == "subscription" else "right")
+    for s in result.subscriptions:
+        table.add_row(
+            s.name,
+            "-" if s.position is None else str(s.position),
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            str(s.retries_pending),
+            f"[red]{s.dead_letters}[/red]" if s.dead_letters else "0",
+        )
+    console.print(table)
+    if result.relays:
+        relays = Table(title="relays")
+        for col in ("relay", "last sent", "lag", "updated"):
+            relays.add_column(col, justify="left" if col == "relay" else "right")
+        for r in result.relays:
+            updated = r.updated_at.isoformat(timespec="seconds") if r.updated_at else "-"
+            relays.add_row(r.name, str(r.last_sent), str(r.lag_events), updated)
+        console.print(relays)
+    if result.unsequenced:
+        console.print(f"{result.unsequenced} committed event(s) not sequenced yet")
+
+
+def status(
+    app_spec: str = typer.Option(..., "--app", help="package.module:app or a factory"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
+    max_lag: int | None = typer.Option(
+        None, "--max-lag", help="Exit 3 when a subscription lags more events than this"
+    ),
+    max_lag_seconds: float | None = typer.Option(
+        None, "--max-lag-seconds", help="Exit 3 when the oldest pending event is older"
+    ),
+) -> None:
+    """Show every subscription's position and lag, retries and dead letters, and relays.
+
+    Exit code 0 healthy, 1 error, 2 dead letters exist, 3 lag above --max-lag(-seconds).
+    """
+    console = Console()
+    try:
+        result = asyncio.run(_read(app_spec))
+    except Exception as exc:  # one line for scripts, not a traceback
+        Console(stderr=True).print(f"[red]cannot read status:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _render(result, console)
+    lagging = any(
+        (max_lag is not None and s.lag_events > max_lag)
+        or (max_lag_seconds is not None and s.lag_seconds > max_lag_seconds)
+        for s in result.subscriptions
+    )
+    if result.dead_letters:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+    if lagging:
+        raise typer.Exit(EXIT_LAGGING)

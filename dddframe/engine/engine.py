@@ -1,0 +1,327 @@
+"""The engine: runs a command in a unit of work, retrying optimistic-concurrency conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import injector as _injector
+import pydantic_core
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, TRACEPARENT, Envelope
+from dddframe.domain.events import DomainEvent
+from dddframe.engine.command import Command
+from dddframe.engine.context import current_headers, current_unit_of_work
+from dddframe.engine.database import Database
+from dddframe.engine.handlers import CommandHandler
+from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
+from dddframe.engine.unit_of_work import UnitOfWork
+from dddframe.errors import (
+    CommandValidationError,
+    ConcurrencyConflict,
+    EventSerializationError,
+    UnknownCommand,
+    close_matches,
+)
+from dddframe.ids import uuid7
+from dddframe.observability.tracing import command_span, outbox_written
+from dddframe.outbox.tables import inbox_table
+
+__all__ = ["ConflictRetry", "Engine"]
+
+log = logging.getLogger("dddframe.engine")
+R = TypeVar("R")
+
+# Errors that mean "another transaction got there first": re-run the whole command.
+_SQLITE_BUSY = ("database is locked", "database is busy")
+_MYSQL_RETRYABLE = (1213, 1205)  # deadlock, lock wait timeout
+_PG_RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        orig = exc.orig
+        msg = str(orig).lower()
+        if any(s in msg for s in _SQLITE_BUSY):
+            return True
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if code in _PG_RETRYABLE:
+            return True
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRYABLE:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRetry:
+    """How often and how fast a command that lost a version race is re-run."""
+
+    attempts: int = 10
+    base_delay: float = 0.005
+    max_delay: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return random.uniform(0, cap)  # full jitter spreads the contenders apart
+
+
+def _traceparent() -> str | None:
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+class Engine:
+    """Runs commands. Get it from ``app.engine``.
+
+    ``await engine.run(PlaceOrder(order_id=...))`` finds the handler, opens a unit of work, calls
+    the handler with its parameters filled from their annotations, then writes the aggregates,
+    their version checks and one outbox row per recorded event in one transaction.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        handlers: Mapping[type[Command], CommandHandler],
+        container: _injector.Injector,
+        *,
+        notify: Callable[[Sequence[Envelope]], None] = lambda envelopes: None,
+        locker: Locker | None = None,
+        conflict_retry: ConflictRetry = ConflictRetry(),
+    ) -> None:
+        self.database = database
+        self._handlers = dict(handlers)
+        self._container = container
+        self._notify = notify
+        if locker is None:
+            locker = PostgresAdvisoryLocker() if database.dialect == "postgresql" else None
+        self.locker: Locker = locker or AsyncioLocker()
+        self.conflict_retry = conflict_retry
+
+    @property
+    def commands(self) -> list[type[Command]]:
+        return list(self._handlers)
+
+    async def run(
+        self,
+        command: Command | type[Command],
+        data: Any = None,
+        *,
+        lock_keys: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+        inbox: tuple[str, str] | None = None,
+    ) -> Any:
+        """Run one command in one unit of work and return what its handler returned.
+
+        ``engine.run(PlaceOrder, {"order_id": ...})`` validates raw data first.
+        ``lock_keys`` serialise commands sharing a key. ``inbox=(consumer, message_id)`` records
+        the message as applied in the same transaction; if it was applied already the command is
+        skipped and None returned.
+        """
+        if isinstance(command, type) and issubclass(command, Command):
+            command = command.parse(data)
+        elif data is not None:
+            raise TypeError("Pass data only together with a command class")
+        if not isinstance(command, Command):
+            raise CommandValidationError(
+                f"engine.run() takes a dddframe.Command instance, got {type(command).__name__}."
+            )
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            known = [c.__name__ for c in self._handlers]
+            raise UnknownCommand(
+                f"No module handles {type(command).__name__}: register a handler with "
+                f"@module.handles({type(command).__name__})."
+                + close_matches(type(command).__name__, known)
+            )
+        if isinstance(lock_keys, str):
+            raise TypeError(f"lock_keys must be a list of str, not the str {lock_keys!r}")
+        with command_span(type(command).__name__):
+            # Headers inside the span: the events written carry it as their traceparent.
+            msg_headers = self.message_headers(headers)
+            return await self._run(handler, command, msg_headers, list(lock_keys), inbox)
+
+    async def _run(
+        self,
+        handler: CommandHandler,
+        command: Command,
+        msg_headers: dict[str, str],
+        keys: list[str],
+        inbox: tuple[str, str] | None,
+    ) -> Any:
+        policy = self.conflict_retry
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                result, envelopes = await self._attempt(handler, command, msg_headers, keys, inbox)
+            except _AlreadyApplied:
+                return None
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+                if attempt == policy.attempts:
+                    raise ConcurrencyConflict(
+                        f"{type(command).__name__} lost the race for the same aggregate "
+                        f"{policy.attempts} times. Retry later, pass lock_keys to serialise "
+                        "such commands, or raise ConflictRetry.attempts."
+                    ) from exc
+                log.debug("version conflict on %s, attempt %d", type(command).__name__, attempt)
+                await asyncio.sleep(policy.delay(attempt))
+                continue
+            if envelopes:
+                outbox_written(envelopes)
+                self._notify(envelopes)
+            return result
+        raise AssertionError("unreachable")
+
+    def message_headers(self, explicit: Mapping[str, str] | None = None) -> dict[str, str]:
+        """correlation_id (inherited or new), causation_id, traceparent, then ``explicit``."""
+        outer = current_headers.get() or {}
+        out: dict[str, str] = {}
+        correlation = outer.get(CORRELATION_ID)
+        out[CORRELATION_ID] = correlation or str(uuid7())
+        if CAUSATION_ID in outer:
+            out[CAUSATION_ID] = outer[CAUSATION_ID]
+        tp = _traceparent() or outer.get(TRACEPARENT)
+        if tp:
+            out[TRACEPARENT] = tp
+        if explicit:
+            out.update(explicit)
+        return out
+
+    async def _attempt(
+        self,
+        handler: CommandHandler,
+        command: Command,
+        headers: dict[str, str],
+        keys: list[str],
+        inbox: tuple[str, str] | None,
+    ) -> tuple[Any, list[Envelope]]:
+        async with self.database.session() as session:
+            uow = UnitOfWork(session, headers)
+            token = current_unit_of_work.set(uow)
+            htoken = current_headers.set(headers)
+            try:
+                async with self.locker.hold(keys, session):
+                    kwargs = self._arguments(handler, command, uow)
+                    result = handler.fn(**kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    if inbox is not None:
+                        uow.record_inbox(*inbox)
+                    try:
+                        envelopes = await uow.commit()
+                    except IntegrityError:
+                        if inbox is not None and await _inbox_seen(self.database, inbox):
+                            raise _AlreadyApplied() from None
+                        raise
+                return result, envelopes
+            except BaseException:
+                await session.rollback()
+                raise
+            finally:
+                current_headers.reset(htoken)
+                current_unit_of_work.reset(token)
+
+    def _arguments(
+        self, handler: CommandHandler, command: Command, uow: UnitOfWork
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for p in handler.params:
+            if p.kind == "command":
+                kwargs[p.name] = command
+            elif p.kind == "repository":
+                kwargs[p.name] = uow.repository(p.type)
+            elif p.kind == "uow":
+                kwargs[p.name] = uow
+            else:
+                kwargs[p.name] = self._container.get(p.type)
+        return kwargs
+
+    def message(
+        self,
+        topic: str | DomainEvent,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+    ) -> Envelope:
+        """Build the envelope of a direct message (no aggregate) with the current headers.
+
+        ``topic`` is a name with a dict ``payload``, or a typed DomainEvent. ``key`` keeps
+        messages with the same key in order.
+        """
+        if isinstance(topic, DomainEvent):
+            if payload is not None:
+                raise TypeError("Pass either a DomainEvent or a topic with a payload, not both")
+            name, version, body = topic.event_name(), topic.event_version(), topic.model_dump_json()
+        elif isinstance(topic, str) and topic:
+            name, version = topic, 1
+            try:
+                body = pydantic_core.to_json(dict(payload or {})).decode()
+            except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
+                raise EventSerializationError(
+                    f"The payload of message {topic!r} cannot be serialised to JSON ({exc})."
+                ) from exc
+        else:
+            raise ValueError("A message needs a non-empty topic name or a DomainEvent")
+        return Envelope.new(
+            name,
+            body,
+            aggregate_type=None if key is None else "message",
+            aggregate_id=key,
+            event_version=version,
+            headers=self.message_headers(headers),
+        )
+
+    async def publish(
+        self,
+        topic: str | DomainEvent,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+    ) -> Envelope:
+        """Write a direct message (no aggregate) to the outbox.
+
+        Inside a unit of work it joins that transaction; outside it commits on its own.
+        """
+        envelope = self.message(topic, payload, headers=headers, key=key)
+        uow = current_unit_of_work.get()
+        if uow is not None:
+            uow.add_message(envelope)
+            return envelope
+        async with self.database.session() as session:
+            tx = UnitOfWork(session, {})
+            tx.add_message(envelope)
+            await tx.commit()
+        self._notify([envelope])
+        return envelope
+
+
+class _AlreadyApplied(Exception):
+    """The inbox shows this message was applied before: skip the command."""
+
+
+async def _inbox_seen(database: Database, inbox: tuple[str, str]) -> bool:
+    async with database.connect() as conn:
+        found = await conn.scalar(
+            select(inbox_table.c.message_id).where(
+                inbox_table.c.consumer == inbox[0], inbox_table.c.message_id == inbox[1]
+            )
+        )
+    return found is not None

@@ -1,0 +1,152 @@
+"""The unit of work: one AsyncSession, one transaction, aggregates and their events together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dddframe.domain.envelope import Envelope
+from dddframe.domain.model import Aggregate, Entity, RecordedEvent, _EventRecorder
+from dddframe.engine.repository import Repository
+from dddframe.outbox.records import envelope_to_row, utcnow
+from dddframe.outbox.tables import inbox_table, outbox_table
+
+__all__ = ["UnitOfWork"]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def _children(obj: Any) -> Iterator[Entity]:
+    """Loaded Entity objects directly below ``obj`` (unloaded relationships are skipped)."""
+    state = inspect(obj)
+    unloaded = state.unloaded
+    for rel in state.mapper.relationships:
+        if rel.key in unloaded:
+            continue
+        value = state.dict.get(rel.key)
+        if value is None:
+            continue
+        items = value.values() if isinstance(value, dict) else value
+        if isinstance(items, Entity):
+            yield items
+        elif not isinstance(items, Aggregate):
+            for item in items:
+                if isinstance(item, Entity):
+                    yield item
+
+
+class UnitOfWork:
+    """What a command changes: the session, the aggregates handed out and direct messages.
+
+    It keeps strong references to every aggregate its repositories hand out, because
+    SQLAlchemy's identity map holds clean objects weakly and events recorded on an aggregate
+    could otherwise vanish with it.
+    """
+
+    def __init__(self, session: AsyncSession, headers: dict[str, str]) -> None:
+        self.session = session
+        self.headers = headers
+        self._tracked: dict[int, Aggregate] = {}
+        self.removed: list[Aggregate] = []
+        self._messages: list[Envelope] = []
+        self._inbox: list[tuple[str, str]] = []
+        self._repositories: dict[type[Any], Repository[Any]] = {}
+
+    def repository(self, aggregate: type[A]) -> Repository[A]:
+        repo = self._repositories.get(aggregate)
+        if repo is None:
+            repo = Repository(self, aggregate)
+            self._repositories[aggregate] = repo
+        return repo
+
+    def track(self, aggregate: Aggregate) -> None:
+        self._tracked[id(aggregate)] = aggregate
+
+    def add_message(self, envelope: Envelope) -> None:
+        """Write a direct message (no aggregate) to the outbox with this unit of work."""
+        self._messages.append(envelope)
+
+    def record_inbox(self, consumer: str, message_id: str) -> None:
+        """Record that ``consumer`` applied ``message_id``; a second commit of it fails."""
+        self._inbox.append((consumer, message_id))
+
+    def _aggregates(self) -> list[Aggregate]:
+        found = dict(self._tracked)
+        for obj in (*self.session.new, *self.session.dirty):
+            if isinstance(obj, Aggregate):
+                found.setdefault(id(obj), obj)
+        return list(found.values())
+
+    def _prepare(self) -> tuple[list[Envelope], list[_EventRecorder]]:
+        """Bump versions and build one envelope per recorded event, in recording order."""
+        envelopes: list[Envelope] = []
+        recorders: list[_EventRecorder] = []
+        for agg in self._aggregates():
+            state = inspect(agg)
+            changed = state.key is None or state.modified
+            recorded: list[RecordedEvent] = list(agg._dddframe_events())
+            stack: list[Any] = list(_children(agg))
+            seen: set[int] = set()
+            while stack:
+                child = stack.pop()
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                cstate = inspect(child)
+                changed = changed or cstate.key is None or cstate.modified
+                events = child._dddframe_events()
+                if events:
+                    recorded.extend(events)
+                    recorders.append(child)
+                stack.extend(_children(child))
+            if not recorded and not changed and agg not in self.removed:
+                continue
+            recorders.append(agg)
+            recorded.sort(key=lambda r: r.order)
+            old = agg.version or 0
+            if agg not in self.removed:
+                # One version step per event: each event has its own per-aggregate sequence.
+                agg.version = old + max(1, len(recorded))
+            agg_type, agg_id = agg.aggregate_type(), str(agg.id)
+            for i, rec in enumerate(recorded, start=1):
+                envelopes.append(
+                    Envelope.new(
+                        rec.name,
+                        rec.payload_json,
+                        aggregate_type=agg_type,
+                        aggregate_id=agg_id,
+                        aggregate_version=old + i,
+                        event_version=rec.event_version,
+                        headers={**self.headers, **rec.headers},
+                    )
+                )
+        for msg in self._messages:
+            envelopes.append(msg)
+        return envelopes, recorders
+
+    async def commit(self) -> list[Envelope]:
+        """Flush aggregates, insert outbox (and inbox) rows and commit; return the envelopes.
+
+        Events are cleared from the aggregates only after the commit succeeded.
+        """
+        for agg in self.removed:
+            await self.session.delete(agg)
+        envelopes, recorders = self._prepare()
+        await self.session.flush()
+        if envelopes:
+            await self.session.execute(
+                insert(outbox_table), [envelope_to_row(e) for e in envelopes]
+            )
+        if self._inbox:
+            now = utcnow()
+            await self.session.execute(
+                insert(inbox_table),
+                [{"consumer": c, "message_id": m, "processed_at": now} for c, m in self._inbox],
+            )
+        await self.session.commit()
+        for rec in recorders:
+            rec._dddframe_clear_events()
+        return envelopes

@@ -1,0 +1,1 @@
+"""Integrations with web frameworks and operator tools (FastAPI, the status page)."""

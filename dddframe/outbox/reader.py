@@ -1,0 +1,184 @@
+"""Ordered reads of the outbox by position, and subscription positions."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import PositionExpired
+from dddframe.outbox.records import row_to_envelope, utcnow
+from dddframe.outbox.sequencer import SEQUENCER_LEASE
+from dddframe.outbox.tables import leases_table, outbox_table, positions_table
+
+__all__ = ["OutboxReader", "PositionStore"]
+
+_COLUMNS = [
+    outbox_table.c.position,
+    outbox_table.c.event_id,
+    outbox_table.c.name,
+    outbox_table.c.aggregate_type,
+    outbox_table.c.aggregate_id,
+    outbox_table.c.aggregate_version,
+    outbox_table.c.event_version,
+    outbox_table.c.occurred_at,
+    outbox_table.c.payload,
+    outbox_table.c.headers,
+]
+
+
+class OutboxReader:
+    """Reads sequenced outbox rows in position order."""
+
+    async def read(
+        self,
+        conn: AsyncConnection,
+        *,
+        after: int,
+        limit: int,
+        names: Collection[str] | None = None,
+        head: int | None = None,
+    ) -> tuple[list[Envelope], int]:
+        """Up to ``limit`` envelopes with ``position > after`` (only ``names`` if given), and the
+        position read up to: the last row's when the batch is full, else the head.
+
+        One statement returns the rows and the sequencer's head from the same snapshot, so every
+        position up to that head is visible to it and nothing in between is skipped. A caller
+        that just ran the sequencer passes its ``head`` instead: every position up to it was
+        committed before this read began, so the rows alone are enough. (Sequencer commits are
+        serialised, so any snapshot sees a prefix of the positions: rows past ``head`` that it
+        returns come with everything before them.) No upper bound in the statement: with one,
+        planners pick a range scan and sort instead of reading the position index in order.
+        """
+        if head is not None:
+            if head <= after:
+                return [], after
+            q = select(*_COLUMNS).where(outbox_table.c.position > after)
+            if names is not None:
+                q = q.where(outbox_table.c.name.in_(list(names)))
+            q = q.order_by(outbox_table.c.position).limit(limit)
+            found = (await conn.execute(q)).mappings().all()
+            last = int(found[-1]["position"]) if found else after
+            return [row_to_envelope(r) for r in found], last if len(found) == limit else max(
+                head, last
+            )
+        head_column = (
+            select(leases_table.c.value)
+            .where(leases_table.c.name == SEQUENCER_LEASE)
+            .scalar_subquery()
+            .label("head")
+        )
+        q = select(*_COLUMNS, head_column).where(outbox_table.c.position > after)
+        if names is not None:
+            q = q.where(outbox_table.c.name.in_(list(names)))
+        q = q.order_by(outbox_table.c.position).limit(limit)
+        rows = (await conn.execute(q)).mappings().all()
+        if not rows:
+            # The head is read in a later snapshot than the (empty) rows: rows numbered in
+            # between must be read now, not skipped by moving past them.
+            head_now = await self.head(conn)
+            if head_now <= after:
+                return [], after
+            q = q.where(outbox_table.c.position <= head_now)
+            rows = (await conn.execute(q)).mappings().all()
+            if len(rows) < limit:
+                return [row_to_envelope(r) for r in rows], head_now
+        if len(rows) == limit:
+            upto = int(rows[-1]["position"])
+        else:
+            upto = int(rows[0]["head"] if rows[0]["head"] is not None else rows[-1]["position"])
+        return [row_to_envelope(r) for r in rows], max(upto, after)
+
+    async def head(self, conn: AsyncConnection) -> int:
+        """The highest assigned position (0 when nothing was ever sequenced).
+
+        Read from the sequencer's counter, so it stays right after retention emptied the table.
+        """
+        last = await conn.scalar(
+            select(leases_table.c.value).where(leases_table.c.name == SEQUENCER_LEASE)
+        )
+        if last is not None:
+            return int(last)
+        return int(await conn.scalar(select(func.max(outbox_table.c.position))) or 0)
+
+    async def tail(self, conn: AsyncConnection) -> int:
+        """The lowest position still stored; head + 1 when retention removed everything."""
+        lowest = await conn.scalar(select(func.min(outbox_table.c.position)))
+        if lowest is not None:
+            return int(lowest)
+        return await self.head(conn) + 1
+
+
+class PositionStore:
+    """The last fully handled position of each subscription or relay."""
+
+    async def load(self, conn: AsyncConnection, subscription: str, *, start: str | int) -> int:
+        """Load the position, creating it from ``start`` (earliest, latest or a position)."""
+        pos = await conn.scalar(
+            select(positions_table.c.position).where(positions_table.c.subscription == subscription)
+        )
+        if pos is not None:
+            return int(pos)
+        reader = OutboxReader()
+        if start == "earliest":
+            initial = 0
+        elif start == "latest":
+            initial = await reader.head(conn)
+        elif isinstance(start, int) and start >= 0:
+            tail = await reader.tail(conn)
+            if start + 1 < tail and start < await reader.head(conn):
+                raise PositionExpired(
+                    f"Subscription {subscription!r} asked to start after position {start}, but "
+                    f"retention already removed everything before {tail}. Start from "
+                    "'earliest' or a position >= that."
+                )
+            initial = start
+        else:
+            raise ValueError(
+                f"start must be 'earliest', 'latest' or a position >= 0, not {start!r}"
+            )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    insert(positions_table).values(
+                        subscription=subscription, position=initial, inflight=0, updated_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            return await self.load(conn, subscription, start=start)
+        return initial
+
+    async def save(self, conn: AsyncConnection, subscription: str, position: int) -> None:
+        """Store the position reached; clears the in-flight mark."""
+        await conn.execute(
+            update(positions_table)
+            .where(positions_table.c.subscription == subscription)
+            .values(position=position, inflight=0, updated_at=utcnow())
+        )
+
+    async def inflight(self, conn: AsyncConnection, subscription: str) -> int:
+        """How many batches were started after the saved position and never finished."""
+        found = await conn.scalar(
+            select(positions_table.c.inflight).where(positions_table.c.subscription == subscription)
+        )
+        return int(found or 0)
+
+    async def advance_and_mark(
+        self, conn: AsyncConnection, subscription: str, position: int
+    ) -> None:
+        """Store the position delivered so far and mark the next batch in flight, in one
+        statement: the mark restarts at 1 when the position moved, and counts up when it did
+        not (the same batch is being tried again after a crash)."""
+        col = positions_table.c
+        await conn.execute(
+            update(positions_table)
+            .where(col.subscription == subscription)
+            .values(
+                position=position,
+                inflight=case((col.position == position, col.inflight + 1), else_=1),
+                updated_at=utcnow(),
+            )
+        )

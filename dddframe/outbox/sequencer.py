@@ -1,0 +1,145 @@
+"""Gap-free commit ordering for the outbox (eventx's sequencer, made safe across processes).
+
+Writers insert rows with ``position`` NULL. After commit, :meth:`Sequencer.sequence` gives every
+committed, ready row the next position, in ``id`` order, in one short transaction that first locks
+the ``sequencer`` lease row. Because sequencing transactions are serialised by that row lock and a
+row only gets a position once its own transaction is visible, readers that read ``position > last``
+never skip a late-committing row and never see a rolled-back one (the sequence-gap problem that an
+``id > last`` reader has). Any process may call it: the lock elects one at a time, so there is no
+lease to expire and no fail-over delay. See docs/adr/0002-gap-free-outbox-ordering.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dddframe.outbox.tables import leases_table
+
+__all__ = ["SEQUENCER_LEASE", "Sequencer"]
+
+SEQUENCER_LEASE = "dddframe.sequencer"
+
+_ASSIGN = {
+    # Each statement numbers up to :n unsequenced ready rows in id order after :base.
+    "postgresql": """
+        UPDATE dddframe_outbox AS o SET position = s.base + s.rn
+        FROM (SELECT id, CAST(:base AS BIGINT) AS base, row_number() OVER (ORDER BY id) AS rn
+              FROM dddframe_outbox WHERE position IS NULL AND status = 0
+              ORDER BY id LIMIT :n) AS s
+        WHERE o.id = s.id""",
+    "sqlite": """
+        UPDATE dddframe_outbox SET position = :base + s.rn
+        FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn
+              FROM dddframe_outbox WHERE position IS NULL AND status = 0
+              ORDER BY id LIMIT :n) AS s
+        WHERE dddframe_outbox.id = s.id""",
+}
+
+# MariaDB/MySQL: an UPDATE that reads the candidates itself takes locking reads, so it waits on
+# a writer's uncommitted row while holding index gap locks that writer then needs: a deadlock.
+# Reading the ids with a plain (non-locking, READ COMMITTED) SELECT first means the UPDATE only
+# touches committed rows that nobody else may change (we hold the sequencer lock) and never
+# waits on a writer.
+_MYSQL_CANDIDATES = """
+    SELECT id FROM dddframe_outbox WHERE position IS NULL AND status = 0 ORDER BY id LIMIT :n"""
+_MYSQL_NUMBER = """
+    UPDATE dddframe_outbox SET position = (@dddframe_position := @dddframe_position + 1)
+    WHERE id IN :ids ORDER BY id"""
+
+
+class Sequencer:
+    """Assigns gap-free positions to committed outbox rows. Safe to call from many processes."""
+
+    def __init__(self, batch_size: int = 5000) -> None:
+        self.batch_size = batch_size
+        # The highest position assigned as of the last sequence() commit, by any process.
+        # Every position up to it is committed, so a reader may read up to it in any snapshot
+        # taken after that commit without missing a late row.
+        self.head = 0
+
+    @staticmethod
+    async def ensure_lease_row(conn: AsyncConnection) -> None:
+        exists = await conn.scalar(
+            select(leases_table.c.name).where(leases_table.c.name == SEQUENCER_LEASE)
+        )
+        if exists is None:
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(insert(leases_table).values(name=SEQUENCER_LEASE, value=0))
+            except IntegrityError:
+                pass  # another process created it first
+
+    @staticmethod
+    async def _lock(conn: AsyncConnection, dialect: str) -> int | None:
+        """Lock the sequencer row and return the last assigned position.
+
+        Taking the row lock first serialises sequencers on every dialect; the rows to number
+        are read by a later statement, so they are seen as of after the lock was granted.
+        """
+        row = leases_table.c.name == SEQUENCER_LEASE
+        if dialect == "postgresql":
+            return await conn.scalar(select(leases_table.c.value).where(row).with_for_update())
+        # SQLite has no FOR UPDATE: the UPDATE takes its write lock. MariaDB: same shape.
+        await conn.execute(update(leases_table).where(row).values(value=leases_table.c.value))
+        return await conn.scalar(select(leases_table.c.value).where(row))
+
+    async def sequence(self, conn: AsyncConnection) -> int:
+        """Number the committed unsequenced rows; returns how many got a position.
+
+        ``conn`` must not be in a transaction; this runs and commits its own.
+        """
+        dialect = conn.dialect.name
+        if dialect in ("mysql", "mariadb"):
+            # REPEATABLE READ would take gap locks on the unsequenced range and deadlock with
+            # writers inserting into it; READ COMMITTED locks only the rows it numbers.
+            await conn.execution_options(isolation_level="READ COMMITTED")
+        mysql = dialect in ("mysql", "mariadb")
+        statement = None if mysql else text(_ASSIGN[dialect])
+        total = 0
+        deadlocks = 0
+        while True:
+            try:
+                count = await self._assign(conn, dialect, statement)
+            except OperationalError as exc:
+                # A deadlock victim is rolled back whole: numbering it again is safe.
+                code = getattr(exc.orig, "args", (None,))[0]
+                if code != 1213 or deadlocks >= 5:
+                    raise
+                deadlocks += 1
+                continue
+            total += count
+            if count < self.batch_size:
+                return total
+
+    async def _assign(self, conn: AsyncConnection, dialect: str, statement: Any) -> int:
+        async with conn.begin():
+            base = await self._lock(conn, dialect)
+            if base is None:
+                raise RuntimeError("dddframe_leases has no sequencer row: run create_schema()")
+            if statement is None:
+                count = await self._assign_mysql(conn, base)
+            else:
+                result = await conn.execute(statement, {"base": base, "n": self.batch_size})
+                count = int(result.rowcount or 0)
+            if count:
+                await conn.execute(
+                    update(leases_table)
+                    .where(leases_table.c.name == SEQUENCER_LEASE)
+                    .values(value=base + count)
+                )
+        self.head = int(base) + count
+        return count
+
+    async def _assign_mysql(self, conn: AsyncConnection, base: int) -> int:
+        candidates = await conn.execute(text(_MYSQL_CANDIDATES), {"n": self.batch_size})
+        ids = list(candidates.scalars())
+        if not ids:
+            return 0
+        await conn.execute(text("SET @dddframe_position := :base"), {"base": base})
+        number = text(_MYSQL_NUMBER).bindparams(bindparam("ids", expanding=True))
+        result = await conn.execute(number, {"ids": ids})
+        return int(result.rowcount or 0)

@@ -1,0 +1,152 @@
+"""The framework's tables, as SQLAlchemy Core metadata (``app.create_schema()`` or Alembic).
+
+``dddframe_outbox``
+    One row per recorded event or direct message, written in the business transaction.
+    ``id`` is the insertion order; ``position`` is the gap-free commit order assigned afterwards by
+    the single elected sequencer (see :mod:`dddframe.outbox.sequencer`). Readers read by
+    ``position`` only, so a transaction that commits late is never skipped.
+``dddframe_positions``
+    The last position each subscription (or relay) has fully handled.
+``dddframe_parked``
+    Events a subscription could not deliver yet: waiting for a retry, dead letters, and later
+    events of the same aggregate waiting behind them.
+``dddframe_inbox``
+    Event ids a consumer has applied, for idempotent listeners; expired by retention.
+``dddframe_leases``
+    Named leases (sequencer election, worker lanes, relays) with an owner and an expiry.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import event as _sa_event
+from sqlalchemy.dialects import mysql
+
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "OUTBOX_STATUS_PREPARED",
+    "OUTBOX_STATUS_READY",
+    "PARKED_DEAD",
+    "PARKED_RETRY",
+    "PARKED_WAITING",
+    "framework_metadata",
+    "inbox_table",
+    "leases_table",
+    "outbox_table",
+    "parked_table",
+    "positions_table",
+]
+
+framework_metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT elsewhere.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Long text that MySQL/MariaDB would otherwise cap at 64 KiB.
+_LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+OUTBOX_STATUS_READY = 0
+OUTBOX_STATUS_PREPARED = 1  # half message: stored, not deliverable until committed
+
+outbox_table = Table(
+    "dddframe_outbox",
+    framework_metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("position", BigInteger, nullable=True),
+    Column("event_id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("aggregate_type", String(255), nullable=True),
+    Column("aggregate_id", String(255), nullable=True),
+    Column("aggregate_version", BigInteger, nullable=True),
+    Column("event_version", Integer, nullable=False, default=1),
+    Column("occurred_at", _Timestamp, nullable=False),
+    Column("payload", _LongText, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("status", Integer, nullable=False, default=OUTBOX_STATUS_READY),
+    Column("prepared_until", _Timestamp, nullable=True),
+    UniqueConstraint("event_id", name="uq_dddframe_outbox_event_id"),
+    UniqueConstraint("position", name="uq_dddframe_outbox_position"),
+    Index("ix_dddframe_outbox_unsequenced", "status", "position", "id"),
+)
+
+# PostgreSQL wakes the workers itself: a statement trigger NOTIFYs in the writing transaction
+# (delivered at commit, never for a rollback), for inserts and half-message commits alike.
+OUTBOX_CHANNEL = "dddframe_outbox"
+_NOTIFY_FUNCTION = DDL(  # type: ignore[no-untyped-call]
+    "CREATE OR REPLACE FUNCTION dddframe_outbox_notify() RETURNS trigger AS $$ "
+    f"BEGIN PERFORM pg_notify('{OUTBOX_CHANNEL}', ''); RETURN NULL; END $$ LANGUAGE plpgsql"
+)
+_NOTIFY_TRIGGER = DDL(  # type: ignore[no-untyped-call]
+    "CREATE TRIGGER dddframe_outbox_notify AFTER INSERT OR UPDATE OF status ON dddframe_outbox "
+    "FOR EACH STATEMENT EXECUTE FUNCTION dddframe_outbox_notify()"
+)
+_sa_event.listen(outbox_table, "after_create", _NOTIFY_FUNCTION.execute_if(dialect="postgresql"))
+_sa_event.listen(outbox_table, "after_create", _NOTIFY_TRIGGER.execute_if(dialect="postgresql"))
+
+positions_table = Table(
+    "dddframe_positions",
+    framework_metadata,
+    Column("subscription", String(255), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    # Batches started but not finished since the last saved position: > 0 after a crash.
+    Column("inflight", Integer, nullable=False, default=0),
+    Column("updated_at", _Timestamp, nullable=False),
+)
+
+PARKED_RETRY = "retry"
+PARKED_DEAD = "dead"
+PARKED_WAITING = "waiting"
+
+parked_table = Table(
+    "dddframe_parked",
+    framework_metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("subscription", String(255), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("position", BigInteger, nullable=True),
+    Column("ordering_key", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("envelope", _LongText, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", _Timestamp, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("traceback", _LongText, nullable=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("updated_at", _Timestamp, nullable=False),
+    UniqueConstraint("subscription", "event_id", name="uq_dddframe_parked_event"),
+    Index("ix_dddframe_parked_key", "subscription", "ordering_key", "id"),
+    Index("ix_dddframe_parked_due", "subscription", "state", "next_attempt_at"),
+)
+
+inbox_table = Table(
+    "dddframe_inbox",
+    framework_metadata,
+    Column("consumer", String(255), nullable=False),
+    Column("message_id", String(80), nullable=False),
+    Column("processed_at", _Timestamp, nullable=False),
+    PrimaryKeyConstraint("consumer", "message_id", name="pk_dddframe_inbox"),
+    Index("ix_dddframe_inbox_processed_at", "processed_at"),
+)
+
+leases_table = Table(
+    "dddframe_leases",
+    framework_metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(255), nullable=True),
+    Column("expires_at", _Timestamp, nullable=True),
+    Column("value", BigInteger, nullable=False, default=0),
+)

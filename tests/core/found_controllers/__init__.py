@@ -1,0 +1,1 @@
+"""A module package whose controllers are found by name, without module.controller()."""

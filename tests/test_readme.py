@@ -1,0 +1,24 @@
+"""The README's sample runs as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_sample_runs(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    sample = re.search(r"```python\n(.*?)```", text, re.S)
+    assert sample is not None
+    script = tmp_path / "sample.py"
+    script.write_text(sample.group(1) + "\nimport asyncio\nasyncio.run(main())\n")
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reserve stock for" in result.stdout
+    assert "(attempt 1)" in result.stdout
