@@ -148,7 +148,17 @@ class PositionStore:
                     )
                 )
         except IntegrityError:
-            return await self.load(conn, subscription, start=start)
+            # Another worker created it first. A locking read sees its committed row even
+            # under REPEATABLE READ (MariaDB), where a plain SELECT would still see our old
+            # snapshot without the row.
+            pos = await conn.scalar(
+                select(positions_table.c.position)
+                .where(positions_table.c.subscription == subscription)
+                .with_for_update(read=True)
+            )
+            if pos is None:  # pragma: no cover - the unique key said it exists
+                raise
+            return int(pos)
         return initial
 
     async def save(self, conn: AsyncConnection, subscription: str, position: int) -> None:

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from dddframe import Application
+from dddframe.engine.database import Database
+from dddframe.outbox.reader import PositionStore
 from dddframe.outbox.tables import leases_table
 from dddframe.testing import reset_database
 from tests.database_bus.worker_app import Tick, WorkerEffect, make_app
@@ -73,6 +75,18 @@ def assert_once_in_order(found: list[WorkerEffect], expected_per_sub: int) -> No
         assert versions == list(range(1, len(versions) + 1)), versions
 
 
+async def stderr_of(procs: list[asyncio.subprocess.Process]) -> str:
+    """What the workers printed, to say why a wait timed out."""
+    out = []
+    for p in procs:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+        assert p.stderr is not None
+        out.append(f"worker {p.pid} exited {p.returncode}:\n{(await p.stderr.read()).decode()}")
+    return "\n".join(out)
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
@@ -105,17 +119,20 @@ async def test_two_workers_split_a_group(server_db: str) -> None:
     async with writer(server_db) as app:
         workers = [await start_worker(server_db), await start_worker(server_db)]
         try:
-            async with asyncio.timeout(30):  # each takes one of the two subscriptions
-                while True:
-                    async with app.database.connect() as conn:
-                        owners = await conn.scalar(
-                            select(func.count(func.distinct(leases_table.c.owner))).where(
-                                leases_table.c.name.like("dddframe.sub:%")
+            try:
+                async with asyncio.timeout(30):  # each takes one of the two subscriptions
+                    while True:
+                        async with app.database.connect() as conn:
+                            owners = await conn.scalar(
+                                select(func.count(func.distinct(leases_table.c.owner))).where(
+                                    leases_table.c.name.like("dddframe.sub:%")
+                                )
                             )
-                        )
-                    if owners == 2:
-                        break
-                    await asyncio.sleep(0.2)
+                        if owners == 2:
+                            break
+                        await asyncio.sleep(0.2)
+            except TimeoutError:
+                raise AssertionError(await stderr_of(workers)) from None
             ids = [await app.engine.run(Tick()) for _ in range(4)]
             for i in ids:
                 await app.engine.run(Tick(ticker_id=i, times=25))
@@ -131,6 +148,29 @@ async def test_two_workers_split_a_group(server_db: str) -> None:
         pids_by_sub[e.subscription].add(e.pid)
     assert all(len(p) == 1 for p in pids_by_sub.values())  # one worker per subscription
     assert len({p for ps in pids_by_sub.values() for p in ps}) == 2  # and both worked
+
+
+async def test_a_worker_whose_snapshot_predates_anothers_start_still_starts(
+    server_db: str,
+) -> None:
+    # Two workers starting together both create the subscription's position. The slower one's
+    # transaction may have begun before the faster one committed: under MariaDB's REPEATABLE
+    # READ its plain re-read after the duplicate key still saw no row (the worker died with a
+    # RecursionError at start-up). It must get the committed position instead.
+    async with writer(server_db):
+        pass
+    first, second = Database(server_db), Database(server_db)
+    try:
+        async with first.connect() as early:
+            await early.execute(text("SELECT COUNT(*) FROM dddframe_positions"))  # snapshot
+            async with second.connect() as late:
+                assert await PositionStore().load(late, "race", start=7) == 7
+                await late.commit()
+            assert await PositionStore().load(early, "race", start="earliest") == 7
+            await early.commit()
+    finally:
+        await first.dispose()
+        await second.dispose()
 
 
 async def test_listener_that_kills_the_worker_is_dead_lettered(sqlite_db: str) -> None:
