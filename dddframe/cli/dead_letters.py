@@ -29,11 +29,29 @@ APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
 SUBSCRIPTION = typer.Option(None, "--subscription", "-s", help="Only this subscription")
 AGGREGATE = typer.Option(None, "--aggregate", "-a", help="Only this aggregate id")
 JSON = typer.Option(False, "--json", help="Machine-readable output")
+BUS = typer.Option(
+    None,
+    "--bus",
+    help="The transport the app must use (inprocess, database, kafka, amqp); a guard for scripts",
+)
+TRANSPORTS = ("inprocess", "database", "kafka", "amqp")
 
 
-def _run(app_spec: str, action: Callable[[Application], Awaitable[T]]) -> T:
+def _run(app_spec: str, bus: str | None, action: Callable[[Application], Awaitable[T]]) -> T:
+    if bus is not None and bus not in TRANSPORTS:
+        raise typer.BadParameter(f"--bus must be one of {', '.join(TRANSPORTS)}, not {bus!r}")
+
     async def main() -> T:
         application = load_app(app_spec, consume=False)
+        if bus is not None and application.bus.name != bus:
+            # Operating another transport's dead letters than the one asked for would list
+            # nothing, or replay into the wrong system: refuse before starting anything.
+            typer.echo(
+                f"--bus {bus}: the app {app_spec} uses the {application.bus.name} bus. "
+                f"Pass --bus {application.bus.name} or the app that uses the {bus} bus.",
+                err=True,
+            )
+            raise typer.Exit(2)
         async with application:
             return await action(application)
 
@@ -70,12 +88,14 @@ def list_(
     state: str = typer.Option("dead", "--state", help="dead, retry, waiting or all"),
     limit: int = typer.Option(100, "--limit", min=1),
     as_json: bool = JSON,
+    bus: str | None = BUS,
 ) -> None:
     """List dead letters (or other parked events with --state), oldest first."""
     if state not in ("dead", "retry", "waiting", "all"):
         raise typer.BadParameter("--state must be dead, retry, waiting or all")
     letters = _run(
         app_spec,
+        bus,
         lambda a: a.dead_letters.list(
             subscription=subscription,
             aggregate_id=aggregate,
@@ -109,10 +129,11 @@ def show(
     dead_letter_id: int = typer.Argument(..., help="The id shown by `list`"),
     app_spec: str = APP_OPTION,
     as_json: bool = JSON,
+    bus: str | None = BUS,
 ) -> None:
     """Show one dead letter with its payload, headers and traceback."""
     try:
-        d = _run(app_spec, lambda a: a.dead_letters.get(dead_letter_id))
+        d = _run(app_spec, bus, lambda a: a.dead_letters.get(dead_letter_id))
     except DeadLetterNotFound as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
@@ -148,11 +169,13 @@ def replay(
     aggregate: str | None = AGGREGATE,
     everything: bool = typer.Option(False, "--all", help="Every dead letter"),
     as_json: bool = JSON,
+    bus: str | None = BUS,
 ) -> None:
     """Deliver dead letters again (attempts reset); the events waiting behind them follow."""
     sel = _selection(ids or [], subscription, aggregate, everything)
     count = _run(
         app_spec,
+        bus,
         lambda a: a.dead_letters.replay(
             sel["ids"],
             subscription=sel["subscription"],
@@ -174,6 +197,7 @@ def purge(
     everything: bool = typer.Option(False, "--all", help="Every dead letter"),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
     as_json: bool = JSON,
+    bus: str | None = BUS,
 ) -> None:
     """Delete dead letters for good (their events are never delivered to that listener)."""
     sel = _selection(ids or [], subscription, aggregate, everything)
@@ -181,6 +205,7 @@ def purge(
         raise typer.Exit(2)
     count = _run(
         app_spec,
+        bus,
         lambda a: a.dead_letters.purge(
             sel["ids"],
             subscription=sel["subscription"],

@@ -1,9 +1,10 @@
 """The AMQP bus on real RabbitMQ: confirm before mark, routing patterns, order with four
-consumers, and a connection closed by the server."""
+consumers, a connection closed by the server, and the dead-letter CLI."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import uuid
@@ -208,3 +209,53 @@ async def test_relay_spans_join_the_command_trace(
     for relay in relays:  # each publish is a child of the command that recorded the event
         assert relay.parent is not None and relay.parent.span_id == command.context.span_id
         assert relay.attributes is not None and relay.attributes["dddframe.relay"] == "relay.amqp"
+
+
+async def test_dead_letters_cli_lists_and_replays_the_dead_letter_queue(
+    amqp: str, postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from dddframe.cli import app as cli
+    from tests.amqp import cli_app
+
+    await reset_database(postgres_db)
+    monkeypatch.setenv("AMQP_CLI_DB_URL", postgres_db)
+    monkeypatch.setenv("AMQP_CLI_EXCHANGE", f"t-{uuid.uuid4().hex[:8]}")
+    probe = cli_app.PROBE
+    probe.seen.clear()
+    async with cli_app.make_app() as app:
+        await app.create_schema()
+        await app.bus.dead_letters.purge(everything=True)  # type: ignore[attr-defined]
+        counter = await app.engine.run(CreateCounter())
+        probe.always_fail.add(str(counter))
+        await app.engine.run(Increment(counter_id=counter))
+        async with asyncio.timeout(20):
+            while not await app.dead_letters.count():
+                await asyncio.sleep(0.1)
+
+    spec = "tests.amqp.cli_app:make_app"
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, ["dead-letters", *args, "--app", spec, "--bus", "amqp"])
+        return result.exit_code, result.output
+
+    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    assert code == 0, out
+    (letter,) = json.loads(out)
+    assert letter["aggregate"].endswith(str(counter)) and letter["aggregate_version"] == 2
+    assert "listener always fails" in letter["error"]
+    code, out = await asyncio.to_thread(invoke, "show", str(letter["id"]))
+    assert code == 0 and "RuntimeError: listener always fails" in out
+
+    probe.always_fail.clear()  # the fix is deployed
+    code, out = await asyncio.to_thread(invoke, "replay", "--all", "--json")
+    assert (code, json.loads(out)) == (0, {"replayed": 1}), out
+    async with cli_app.make_app() as app:
+        await app.create_schema()
+        async with asyncio.timeout(20):
+            while (str(counter), 2) not in {(a, v) for a, v, *_ in probe.seen}:
+                await asyncio.sleep(0.1)
+    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    assert code == 1 and json.loads(out) == []

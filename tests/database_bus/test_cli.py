@@ -67,7 +67,7 @@ def test_list_show_replay(url: str) -> None:
 
     cli_app.PROBE.always_fail.clear()
     replayed = runner.invoke(
-        cli, ["dead-letters", "replay", "--app", SPEC, "--aggregate", str(bad)]
+        cli, ["dead-letters", "replay", "--app", SPEC, "--bus", "database", "--aggregate", str(bad)]
     )
     assert replayed.exit_code == 0 and "1 dead letter(s) replayed" in replayed.output
     _deliver_pending()
@@ -90,3 +90,15 @@ def test_purge_needs_a_selection_and_confirmation(url: str) -> None:
     assert [v for _a, v, *_ in cli_app.PROBE.seen] == []  # still failing, so parked again
     letters = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC, "--json"])
     assert [d["aggregate_version"] for d in json.loads(letters.output)] == [3]
+
+
+def test_bus_guard_refuses_another_transport_and_touches_nothing(url: str) -> None:
+    _fail_one_counter(url)
+    runner = CliRunner()
+    wrong = runner.invoke(cli, ["dead-letters", "replay", "--all", "--app", SPEC, "--bus", "amqp"])
+    assert wrong.exit_code == 2
+    assert "uses the database bus" in wrong.output and "--bus database" in wrong.output
+    unknown = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC, "--bus", "nats"])
+    assert unknown.exit_code == 2 and "--bus must be one of" in unknown.output
+    still = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC, "--bus", "database"])
+    assert still.exit_code == 0 and "1 parked event(s), state=dead" in still.output

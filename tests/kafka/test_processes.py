@@ -204,7 +204,7 @@ async def test_dead_letters_cli_lists_and_purges_the_dead_letter_topic(
         await app.drain()
 
     def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(cli, ["dead-letters", *args, "--app", spec])
+        result = runner.invoke(cli, ["dead-letters", *args, "--app", spec, "--bus", "kafka"])
         return result.exit_code, result.stdout
 
     code, out = await asyncio.to_thread(invoke, "list", "--json")
