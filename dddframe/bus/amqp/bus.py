@@ -48,7 +48,8 @@ class AmqpBus:
     the subscription queues at start); ``relay`` (run the outbox relay in this process;
     ``dddframe relay`` runs it alone); ``relay_batch``; ``poll_interval`` (relay poll when no
     commit woke it); ``lease_ttl``.
-    ``bus="amqp"`` reads the URL from ``DDDFRAME_AMQP_URL``.
+    ``bus="amqp"`` reads the URL from ``DDDFRAME_AMQP_URL``; the exchange and the queue prefix
+    default to ``DDDFRAME_AMQP_EXCHANGE`` and ``DDDFRAME_AMQP_QUEUE_PREFIX`` when set.
     """
 
     name = "amqp"
@@ -57,12 +58,12 @@ class AmqpBus:
         self,
         url: str | None = None,
         *,
-        exchange: str = "dddframe",
+        exchange: str | None = None,
         retry: RetryPolicy | None = None,
         concurrency: int = 8,
         prefetch: int = 256,
         quorum: bool = False,
-        queue_prefix: str = "",
+        queue_prefix: str | None = None,
         purge_on_startup: bool = False,
         relay: bool = True,
         relay_batch: int = 1000,
@@ -81,6 +82,9 @@ class AmqpBus:
             )
         if concurrency < 1 or prefetch < 1 or relay_batch < 1:
             raise ConfigurationError("concurrency, prefetch and relay_batch must be >= 1")
+        exchange = exchange or os.environ.get("DDDFRAME_AMQP_EXCHANGE") or "dddframe"
+        if queue_prefix is None:
+            queue_prefix = os.environ.get("DDDFRAME_AMQP_QUEUE_PREFIX", "")
         self.url = url
         self.exchange = exchange
         self.default_retry: RetryPolicy = retry or ExponentialRetry(
