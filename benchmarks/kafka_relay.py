@@ -146,7 +146,7 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
         while relay.position < COUNT:
             await relay.run_once()
         relay_rate = COUNT / (time.perf_counter() - started)
-        await relay._close_producer()
+        await relay.close()
 
     records = [to_record(e) for e in envelopes]
     producer = AIOKafkaProducer(**cluster.producer_options())

@@ -29,9 +29,7 @@ from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.domain.envelope import Envelope
 from dddframe.engine.database import Database
 from dddframe.observability.tracing import relay_span
-from dddframe.outbox.leases import Leases
-from dddframe.outbox.reader import OutboxReader, PositionStore
-from dddframe.outbox.sequencer import Sequencer
+from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["Relay", "ensure_topics"]
 
@@ -60,7 +58,7 @@ async def ensure_topics(cluster: KafkaCluster, topics: set[str]) -> None:
         await admin.close()
 
 
-class Relay:
+class Relay(OutboxRelay):
     """Moves committed outbox events to one cluster. Started by :class:`KafkaBus`.
 
     ``route`` names the cluster of an envelope; envelopes of other clusters are passed over
@@ -81,17 +79,19 @@ class Relay:
         lease_ttl: float = 10.0,
         save_interval: float = 0.1,
     ) -> None:
+        super().__init__(
+            database,
+            name=f"relay.kafka.{cluster_name}",
+            lease=f"dddframe.relay:kafka.{cluster_name}",
+            owner=owner,
+            batch_size=min(batch_size, cluster.max_in_flight),
+            poll_interval=poll_interval,
+            lease_ttl=lease_ttl,
+        )
         self.cluster_name = cluster_name
         self.cluster = cluster
-        self.database = database
         self.naming = naming
         self.route = route
-        self.name = f"relay.kafka.{cluster_name}"
-        self.lease = f"dddframe.relay:kafka.{cluster_name}"
-        self.batch_size = min(batch_size, cluster.max_in_flight)
-        self.poll_interval = poll_interval
-        self.position = 0  # stored: everything up to here was acknowledged
-        self.sent = 0
         self.save_interval = save_interval
         self._read_upto = 0
         self._acked_upto = 0
@@ -100,81 +100,10 @@ class Relay:
         self._inflight: collections.deque[tuple[int, int, asyncio.Future[list[Any]]]] = (
             collections.deque()
         )
-        self.wake = asyncio.Event()
-        self.active = False
-        self._leases = Leases(database, owner, lease_ttl)
-        self._renew_every = lease_ttl / 3
-        self._renewed = 0.0
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
-        self._sequencer = Sequencer()
-        self._reader = OutboxReader()
-        self._positions = PositionStore()
-
-    async def run(self) -> None:
-        """Relay until cancelled; broker or database trouble is logged and retried."""
-        backoff = 0.1
-        try:
-            while True:
-                try:
-                    if not await self._hold_lease():
-                        await self._sleep(self._renew_every)
-                        continue
-                    moved = await self.run_once()
-                    backoff = 0.1
-                    if not moved:
-                        await self._sleep(self.poll_interval)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning(
-                        "%s: %s; resending from position %d in %.1fs",
-                        self.name,
-                        exc,
-                        self.position,
-                        backoff,
-                    )
-                    self._forget_inflight()
-                    await self._close_producer()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            with contextlib.suppress(Exception):  # store what was acknowledged before leaving
-                if self.active:
-                    async with asyncio.timeout(2):
-                        await self._settle(0)
-                        await self._save()
-            self._forget_inflight()
-            await self._close_producer()
-            if self.active:
-                with contextlib.suppress(Exception):
-                    await self._leases.release(self.lease)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self.wake.wait()
-        self.wake.clear()
-
-    async def _hold_lease(self) -> bool:
-        now = time.monotonic()
-        if self.active and now - self._renewed < self._renew_every:
-            return True
-        held = await self._leases.acquire(self.lease)
-        if held and not self.active:
-            async with self.database.connect() as conn:
-                self.position = await self._positions.load(conn, self.name, start="earliest")
-                await conn.commit()
-            self._forget_inflight()
-            log.info("%s: active from position %d", self.name, self.position)
-        elif not held and self.active:
-            log.warning("%s: lost the lease; another relay sends now", self.name)
-            self._forget_inflight()
-        self.active = held
-        self._renewed = now
-        return held
 
     async def _connect(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -188,7 +117,7 @@ class Relay:
             log.info("%s: connected to %s", self.name, self.cluster.bootstrap)
         return self._producer
 
-    async def _close_producer(self) -> None:
+    async def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
@@ -208,10 +137,10 @@ class Relay:
         if reading is None or reading[0] != after:
             if reading is not None:
                 reading[1].cancel()
-            reading = (after, asyncio.ensure_future(self._read(after)))
+            reading = (after, asyncio.ensure_future(self.read(after)))
         envelopes, upto = await reading[1]
         if len(envelopes) == self.batch_size:  # a backlog: read the next batch while sending
-            self._prefetch = (upto, asyncio.ensure_future(self._read(upto)))
+            self._prefetch = (upto, asyncio.ensure_future(self.read(upto)))
         if upto == after:
             await self._settle(0)
             await self._save()
@@ -273,11 +202,6 @@ class Relay:
                     await producer.send(topic, value, key=key, headers=headers, partition=partition)
                 )
 
-    async def _read(self, after: int) -> tuple[list[Envelope], int]:
-        async with self.database.connect() as conn:
-            await self._sequencer.sequence(conn)
-            return await self._reader.read(conn, after=after, limit=self.batch_size)
-
     async def _settle(self, keep: int) -> None:
         """Wait for acknowledgements until at most ``keep`` records are unacknowledged."""
         while self._inflight:
@@ -293,14 +217,15 @@ class Relay:
             self.sent += count
 
     async def _save(self) -> None:
-        if self._acked_upto > self.position:
-            async with self.database.connect() as conn:
-                await self._positions.save(conn, self.name, self._acked_upto)
-                await conn.commit()
-            self.position = self._acked_upto
+        await self.save_position(self._acked_upto)
         self._saved_at = time.monotonic()
 
-    def _forget_inflight(self) -> None:
+    async def before_leaving(self) -> None:
+        async with asyncio.timeout(2):  # what stays unacknowledged is resent by the next relay
+            await self._settle(0)
+            await self._save()
+
+    def forget_inflight(self) -> None:
         """After a failure: resend everything after the stored position."""
         for _, _, acked in self._inflight:
             acked.cancel()

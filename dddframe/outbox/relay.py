@@ -1,0 +1,162 @@
+"""What every broker relay shares: one active relay per lease, a stored position, commit-order
+reads and a loop that survives broker and database trouble.
+
+A relay moves committed outbox events to a broker. Subclasses (the Kafka and AMQP relays) only
+say how a batch is sent and acknowledged (:meth:`OutboxRelay.run_once`) and what to drop after a
+failure; the lease, the position, the wake-up and the back-off live here once.
+
+The position is stored only for events the broker acknowledged, so a relay killed at any point
+resends from there: at least once, duplicates absorbed by the consumers' inboxes.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+
+from dddframe.domain.envelope import Envelope
+from dddframe.engine.database import Database
+from dddframe.outbox.leases import Leases
+from dddframe.outbox.reader import OutboxReader, PositionStore
+from dddframe.outbox.sequencer import Sequencer
+
+__all__ = ["OutboxRelay"]
+
+log = logging.getLogger("dddframe.outbox.relay")
+
+MAX_BACKOFF = 5.0
+
+
+class OutboxRelay(abc.ABC):
+    """Base of the broker relays.
+
+    ``name`` is the relay's position in ``dddframe_positions`` (``relay.amqp``,
+    ``relay.kafka.<cluster>``); ``lease`` the lease that keeps one of them active across
+    processes. ``run()`` relays until cancelled; set ``wake`` after a commit to skip the poll.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        name: str,
+        lease: str,
+        owner: str,
+        batch_size: int,
+        poll_interval: float,
+        lease_ttl: float,
+        initial_backoff: float = 0.1,
+    ) -> None:
+        self.database = database
+        self.name = name
+        self.lease = lease
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.position = 0  # stored: everything up to here was acknowledged by the broker
+        self.sent = 0
+        self.active = False
+        self.wake = asyncio.Event()
+        self._initial_backoff = initial_backoff
+        self._leases = Leases(database, owner, lease_ttl)
+        # Renewing on every batch would cost a transaction per batch; a third of the TTL
+        # leaves two renewals' slack before another relay may take over.
+        self._renew_every = lease_ttl / 3
+        self._renewed = 0.0
+        self._sequencer = Sequencer()
+        self._reader = OutboxReader()
+        self._positions = PositionStore()
+
+    # -- what a transport provides ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def run_once(self) -> int:
+        """Send one batch; return how far the read moved (0: nothing new)."""
+
+    def forget_inflight(self) -> None:  # noqa: B027 - optional hook
+        """After a failure or a lease change: drop unacknowledged work, resend from position."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Drop the broker connection (reconnected on the next batch)."""
+
+    async def before_leaving(self) -> None:  # noqa: B027 - optional hook
+        """On stop, while still active: wait for acknowledgements and store what they cover."""
+
+    # -- shared ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Relay until cancelled; broker or database trouble is logged and retried."""
+        backoff = self._initial_backoff
+        try:
+            while True:
+                try:
+                    if not await self._hold_lease():
+                        await self._sleep(self._renew_every)
+                        continue
+                    moved = await self.run_once()
+                    backoff = self._initial_backoff
+                    if not moved:
+                        await self._sleep(self.poll_interval)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "%s: %s; resending from position %d in %.1fs",
+                        self.name,
+                        exc,
+                        self.position,
+                        backoff,
+                    )
+                    self.forget_inflight()
+                    await self.close()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            if self.active:
+                with contextlib.suppress(Exception):  # unsaved work is resent by the next one
+                    await self.before_leaving()
+            self.forget_inflight()
+            await self.close()
+            if self.active:
+                with contextlib.suppress(Exception):  # it expires on its own otherwise
+                    await self._leases.release(self.lease)
+
+    async def read(self, after: int) -> tuple[list[Envelope], int]:
+        """Sequence what committed, then read the next batch after ``after`` in commit order."""
+        async with self.database.connect() as conn:
+            await self._sequencer.sequence(conn)
+            return await self._reader.read(conn, after=after, limit=self.batch_size)
+
+    async def save_position(self, upto: int) -> None:
+        """Store that everything up to ``upto`` was acknowledged."""
+        if upto > self.position:
+            async with self.database.connect() as conn:
+                await self._positions.save(conn, self.name, upto)
+                await conn.commit()
+            self.position = upto
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+        self.wake.clear()
+
+    async def _hold_lease(self) -> bool:
+        now = time.monotonic()
+        if self.active and now - self._renewed < self._renew_every:
+            return True
+        held = await self._leases.acquire(self.lease)
+        if held and not self.active:
+            async with self.database.connect() as conn:
+                self.position = await self._positions.load(conn, self.name, start="earliest")
+                await conn.commit()
+            self.forget_inflight()
+            log.info("%s: active from position %d", self.name, self.position)
+        elif not held and self.active:
+            log.warning("%s: lost the lease; another relay sends now", self.name)
+            self.forget_inflight()
+        self.active = held
+        self._renewed = now
+        return held
