@@ -11,6 +11,7 @@ from dddframe import Application
 from dddframe.testing import reset_database
 from example_shop.app import make_app
 from example_shop.catalog import AddProduct
+from example_shop.ordering import Line, Order, PlaceOrder
 from example_shop.payment_stub import PaymentStub
 from example_shop.settings import ShopSettings
 from example_shop.store import ReceiveStock
@@ -60,3 +61,22 @@ async def seeded_shop(url: str, stub: PaymentStub, **overrides: Any) -> AsyncIte
 async def shop(shop_db: str, stub: PaymentStub) -> AsyncIterator[Application]:
     async with seeded_shop(shop_db, stub) as app:
         yield app
+
+
+async def assert_the_order_flows(shop: Application, stub: PaymentStub) -> None:
+    """One order ships, one is rejected for stock, one is declined by the provider; nothing
+    dead-lettered. The same check runs on every broker the shop can be configured with."""
+    run = shop.engine.run
+    shipped = await run(PlaceOrder(lines=[Line(sku="MUG", quantity=3)]))
+    await shop.drain(timeout=60)  # the mugs are gone before the next order
+    rejected = await run(PlaceOrder(lines=[Line(sku="MUG", quantity=1)]))
+    declined = await run(PlaceOrder(lines=[Line(sku="LAMP", quantity=1)]))
+    await shop.drain(timeout=60)
+    async with shop.database.session() as s:
+        orders = {i: await s.get(Order, i) for i in (shipped, rejected, declined)}
+    assert await shop.dead_letters.list() == []
+    status = {i: (o.status, o.cancel_reason) for i, o in orders.items() if o is not None}
+    assert status[shipped] == ("shipped", None)
+    assert status[rejected] == ("cancelled", "out of stock: MUG")
+    assert status[declined][0] == "cancelled"
+    assert len(stub.succeeded) == 1

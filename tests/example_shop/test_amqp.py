@@ -7,9 +7,8 @@ import uuid
 
 import pytest
 
-from example_shop.ordering import Line, Order, PlaceOrder
 from example_shop.payment_stub import PaymentStub
-from tests.example_shop.conftest import seeded_shop
+from tests.example_shop.conftest import assert_the_order_flows, seeded_shop
 from tests.services import AMQP_URL, reachable, require
 
 
@@ -23,17 +22,4 @@ async def test_the_shop_runs_on_amqp_by_settings(
     monkeypatch.setenv("DDDFRAME_AMQP_QUEUE_PREFIX", private + ".")
     async with seeded_shop(postgres_db, stub, bus="amqp") as shop:
         assert shop.bus.name == "amqp" and shop.bus.exchange == private  # type: ignore[attr-defined]
-        run = shop.engine.run
-        shipped = await run(PlaceOrder(lines=[Line(sku="MUG", quantity=3)]))
-        await shop.drain(timeout=60)  # the mugs are gone before the next order
-        rejected = await run(PlaceOrder(lines=[Line(sku="MUG", quantity=1)]))
-        declined = await run(PlaceOrder(lines=[Line(sku="LAMP", quantity=1)]))
-        await shop.drain(timeout=60)
-        async with shop.database.session() as s:
-            orders = {i: await s.get(Order, i) for i in (shipped, rejected, declined)}
-        assert await shop.dead_letters.list() == []
-    status = {i: (o.status, o.cancel_reason) for i, o in orders.items() if o is not None}
-    assert status[shipped] == ("shipped", None)
-    assert status[rejected] == ("cancelled", "out of stock: MUG")
-    assert status[declined][0] == "cancelled"
-    assert len(stub.succeeded) == 1
+        await assert_the_order_flows(shop, stub)
