@@ -26,7 +26,7 @@ from dddframe.errors import DeadLetterNotFound
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING, parked_table
 
-__all__ = ["DeadLetter", "DeadLetterStore", "Parked", "format_error"]
+__all__ = ["DeadLetter", "DeadLetterSelection", "DeadLetterStore", "Parked", "format_error"]
 
 _MAX_ERROR = 2000
 
@@ -63,6 +63,47 @@ class Parked:
 
 DeadLetter = Parked
 """A parked event in state ``dead``: what operators list, inspect and replay."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSelection:
+    """Which dead letters ``replay`` or ``purge`` act on; every store (database, Kafka topics,
+    AMQP queues) selects the same way. Nothing named is an error, so that a forgotten filter
+    never replays or deletes everything.
+
+    >>> DeadLetterSelection.of(None, subscription="store.*", aggregate_id=None, everything=False)
+    DeadLetterSelection(ids=None, subscription='store.*', aggregate_id=None, everything=False)
+    """
+
+    ids: frozenset[int] | None
+    subscription: str | None
+    aggregate_id: str | None
+    everything: bool
+
+    @classmethod
+    def of(
+        cls,
+        ids: Sequence[int] | None,
+        *,
+        subscription: str | None,
+        aggregate_id: str | None,
+        everything: bool,
+    ) -> DeadLetterSelection:
+        if ids is None and subscription is None and aggregate_id is None and not everything:
+            raise ValueError(
+                "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
+            )
+        return cls(
+            frozenset(ids) if ids is not None else None, subscription, aggregate_id, everything
+        )
+
+    def matches(self, letter: Parked) -> bool:
+        """For stores that scan their dead letters (Kafka topics, AMQP queues)."""
+        return (
+            (self.ids is None or letter.id in self.ids)
+            and (self.subscription is None or letter.subscription == self.subscription)
+            and (self.aggregate_id is None or letter.ordering_key.endswith(f":{self.aggregate_id}"))
+        )
 
 
 def _row(r: object) -> Parked:
@@ -230,17 +271,16 @@ class DeadLetterStore:
         aggregate_id: str | None,
         everything: bool,
     ) -> builtins.list[Any]:
-        if ids is None and subscription is None and aggregate_id is None and not everything:
-            raise ValueError(
-                "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
-            )
+        sel = DeadLetterSelection.of(
+            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
+        )
         cond: builtins.list[Any] = [parked_table.c.state == PARKED_DEAD]
-        if ids is not None:
-            cond.append(parked_table.c.id.in_(list(ids)))
-        if subscription is not None:
-            cond.append(parked_table.c.subscription == subscription)
-        if aggregate_id is not None:
-            cond.append(parked_table.c.ordering_key.like(f"%:{aggregate_id}"))
+        if sel.ids is not None:
+            cond.append(parked_table.c.id.in_(sorted(sel.ids)))
+        if sel.subscription is not None:
+            cond.append(parked_table.c.subscription == sel.subscription)
+        if sel.aggregate_id is not None:
+            cond.append(parked_table.c.ordering_key.like(f"%:{sel.aggregate_id}"))
         return cond
 
     async def replay(

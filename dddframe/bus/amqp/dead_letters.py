@@ -26,7 +26,7 @@ from dddframe.bus.amqp.messages import (
 )
 from dddframe.bus.amqp.topology import dlq_name
 from dddframe.bus.codec import encode_envelope
-from dddframe.bus.dead_letters import DeadLetter, Parked
+from dddframe.bus.dead_letters import DeadLetter, DeadLetterSelection, Parked
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import DeadLetterNotFound, PoisonEvent
 
@@ -150,25 +150,16 @@ class AmqpDeadLetters:
     async def count(self, *, subscription: str | None = None, state: str = "dead") -> int:
         return len(await self.list(subscription=subscription, state=state, limit=10**9))
 
+    @staticmethod
     def _select(
-        self,
         ids: Sequence[int] | None,
         aggregate_id: str | None,
         everything: bool,
         subscription: str | None,
     ) -> Callable[[Parked], bool]:
-        if ids is None and aggregate_id is None and not everything and subscription is None:
-            raise ValueError(
-                "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
-            )
-        wanted = set(ids or ())
-
-        def match(p: Parked) -> bool:
-            if ids is not None and p.id not in wanted:
-                return False
-            return aggregate_id is None or p.ordering_key.endswith(f":{aggregate_id}")
-
-        return match
+        return DeadLetterSelection.of(
+            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
+        ).matches
 
     async def replay(
         self,

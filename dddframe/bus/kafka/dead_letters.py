@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from dddframe.bus.codec import encode_envelope
-from dddframe.bus.dead_letters import Parked
+from dddframe.bus.dead_letters import DeadLetterSelection, Parked
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.handling import ATTEMPT, DLQ, NOT_BEFORE, RETRY, SUBSCRIPTION
 from dddframe.bus.kafka.records import Headers, from_record
@@ -251,18 +251,10 @@ class KafkaDeadLetters:
         aggregate_id: str | None,
         everything: bool,
     ) -> builtins.list[KafkaDeadLetter]:
-        if ids is None and subscription is None and aggregate_id is None and not everything:
-            raise ValueError(
-                "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
-            )
-        wanted = set(ids) if ids is not None else None
-        return [
-            d
-            for d in await self.scan()
-            if (wanted is None or d.id in wanted)
-            and (subscription is None or d.subscription == subscription)
-            and (aggregate_id is None or d.ordering_key.endswith(f":{aggregate_id}"))
-        ]
+        sel = DeadLetterSelection.of(
+            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
+        )
+        return [d for d in await self.scan() if sel.matches(d)]
 
     async def _resolve(self, d: KafkaDeadLetter, action: str) -> None:
         await self._send(
