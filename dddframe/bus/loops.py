@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.engine.database import Database
 from dddframe.outbox.sequencer import Sequencer
@@ -22,6 +24,8 @@ from dddframe.outbox.sequencer import Sequencer
 __all__ = ["DeliveryLoops"]
 
 log = logging.getLogger("dddframe.bus.loops")
+
+FLUSH_WHEN_IDLE = 0.1  # seconds without a wake-up before lazily kept positions are stored
 
 
 class DeliveryLoops:
@@ -34,6 +38,7 @@ class DeliveryLoops:
         self.stopping = asyncio.Event()
         self.sequencer = Sequencer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._connection: AsyncConnection | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -54,13 +59,18 @@ class DeliveryLoops:
     async def deliver(self, runners: Callable[[], Iterable[SubscriptionRunner]]) -> None:
         """Wake on a hint or every ``interval``; sequence; catch every runner up."""
         while not self.stopping.is_set():
-            await self.pause(self.interval, self.wake)
+            unsaved = [r for r in runners() if r.unsaved]
+            await self.pause(FLUSH_WHEN_IDLE if unsaved else self.interval, self.wake)
+            if unsaved and not self.wake.is_set() and not self.stopping.is_set():
+                # Quiet for a moment: store the positions the last passes reached (they are
+                # stored lazily to keep writes off the path from a commit to its listeners).
+                await self._flush(unsaved)
+                continue
             self.wake.clear()
             if self.stopping.is_set():
                 return
             try:
-                async with self.database.connect() as conn:
-                    await self.sequencer.sequence(conn)
+                await self._sequence()
                 head = self.sequencer.head
                 await asyncio.gather(*(self._catch_up(r, head) for r in list(runners())))
             except asyncio.CancelledError:
@@ -69,6 +79,34 @@ class DeliveryLoops:
                 log.exception("delivery pass failed; retrying after a pause")
                 await self.pause(min(self.interval, 1.0))
                 self.wake.set()
+
+    @staticmethod
+    async def _flush(runners: list[SubscriptionRunner]) -> None:
+        for runner in runners:
+            try:
+                await runner.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("%s: storing the position failed", runner.subscription.name)
+
+    async def _sequence(self) -> None:
+        """Run the sequencer on a connection kept between passes: a pool checkout pings the
+        server first, a round trip between every commit and its listeners otherwise. A failed
+        pass drops the connection, so a broken one is replaced by the next."""
+        if self._connection is None:
+            self._connection = await self.database.connect().start()
+        try:
+            await self.sequencer.sequence(self._connection)
+        except BaseException:
+            await self._close_connection()
+            raise
+
+    async def _close_connection(self) -> None:
+        conn, self._connection = self._connection, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _catch_up(self, runner: SubscriptionRunner, head: int) -> None:
         """Deliver up to ``head``, the position the pass's sequencer reached; what committed
@@ -96,11 +134,11 @@ class DeliveryLoops:
         """Let running passes finish (up to ``grace`` seconds), then cancel the rest."""
         self.stopping.set()
         tasks, self._tasks = self._tasks, []
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._close_connection()

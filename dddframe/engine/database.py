@@ -19,7 +19,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dddframe.errors import ConfigurationError
 from dddframe.outbox.sequencer import Sequencer
-from dddframe.outbox.tables import framework_metadata
+from dddframe.outbox.tables import POSTGRES_DDL, framework_metadata
 
 __all__ = ["Database", "schema_ddl"]
 
@@ -139,4 +139,6 @@ def schema_ddl(dialect: str, *metadatas: Any) -> str:
             parts.append(str(CreateTable(table).compile(dialect=d)).strip() + ";")
             for index in sorted(table.indexes, key=lambda i: i.name or ""):
                 parts.append(str(CreateIndex(index).compile(dialect=d)).strip() + ";")
+    if dialect == "postgresql":  # the NOTIFY trigger and the sequencer function
+        parts.extend(str(ddl.compile(dialect=d)).strip() + ";" for ddl in POSTGRES_DDL)
     return "\n\n".join(parts) + "\n"

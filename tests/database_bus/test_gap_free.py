@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from sqlalchemy import Integer, String, insert, select
+from sqlalchemy import Integer, String, insert, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Application, Envelope, EventContext, Model, Module, inject
@@ -123,10 +123,30 @@ async def _naive_reader(db: Database, stop: asyncio.Event, out: set[str]) -> Non
 
 
 async def test_concurrent_writers_committing_out_of_order(any_db: str) -> None:
-    await reset_database(any_db)
+    bus = await _concurrent_writers(any_db)
+    if any_db.startswith("postgresql"):
+        assert bus._loops.sequencer._server_function is True  # the one-call path ran
+
+
+async def test_client_side_sequencer_on_postgres_is_gap_free_too(postgres_db: str) -> None:
+    # A schema made without the dddframe_sequence function (hand-written DDL, an older
+    # version): the sequencer runs its statements from the client instead, same guarantee.
+    await reset_database(postgres_db)
+    async with Application([sink_module()], postgres_db, consume=False) as setup:
+        await setup.create_schema()
+        async with setup.database.connect() as conn:
+            await conn.execute(text("DROP FUNCTION dddframe_sequence(integer)"))
+            await conn.commit()
+    bus = await _concurrent_writers(postgres_db, reset=False)
+    assert bus._loops.sequencer._server_function is False
+
+
+async def _concurrent_writers(url: str, *, reset: bool = True) -> DatabaseBus:
+    if reset:
+        await reset_database(url)
     Sink.seen, Sink.duplicates = [], 0
     bus = DatabaseBus(run_interval=0.05, concurrency=8)
-    app = Application([sink_module()], any_db, bus=bus)
+    app = Application([sink_module()], url, bus=bus)
     async with app:
         await app.create_schema()
         db = app.database
@@ -149,7 +169,8 @@ async def test_concurrent_writers_committing_out_of_order(any_db: str) -> None:
         by_aggregate.setdefault(aggregate, []).append(version)
     for versions in by_aggregate.values():
         assert versions == sorted(versions) == list(range(1, len(versions) + 1))
-    if "sqlite" not in any_db:
+    if "sqlite" not in url:
         # SQLite serialises writers, so ids commit in order there; elsewhere the naive reader
         # moved its offset past rows whose transactions were still open and lost them.
         assert committed - naive, "the naive id reader should have missed late commits"
+    return bus

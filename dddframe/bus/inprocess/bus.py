@@ -120,8 +120,11 @@ class InProcessBus:
                 # new events after `head` was read: done only if the head did not move.
                 async with db.connect() as conn:
                     await self._loops.sequencer.sequence(conn)
-                    if await reader.head(conn) == head:
-                        return
+                    moved = await reader.head(conn) != head
+                if not moved:
+                    for runner in self.runners:  # so status and retention see it too
+                        await runner.flush()
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"drain() gave up after {timeout}s; still pending: "
