@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dddframe.app.application import Application
+from dddframe.bus import TRANSPORTS
 from dddframe.bus.dead_letters import DeadLetter
 from dddframe.cli.loading import load_app
 from dddframe.errors import DeadLetterNotFound
@@ -34,7 +35,6 @@ BUS = typer.Option(
     "--bus",
     help="The transport the app must use (inprocess, database, kafka, amqp); a guard for scripts",
 )
-TRANSPORTS = ("inprocess", "database", "kafka", "amqp")
 
 
 def _run(app_spec: str, bus: str | None, action: Callable[[Application], Awaitable[T]]) -> T:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dddframe.cli.loading import load_app
+from dddframe.cli.process import stop_on_signals
 from dddframe.domain.envelope import Envelope
 from dddframe.engine.database import Database
 from dddframe.outbox.reader import OutboxReader
@@ -128,10 +128,7 @@ def tail(
     async def run() -> None:
         application = load_app(app_spec, consume=False)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         async with application:
             await tail_events(
                 application.database,

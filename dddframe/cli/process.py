@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
+import threading
 
 __all__ = ["freeze_startup_heap", "stop_on_signals"]
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
-    """Set ``stop`` on SIGINT/SIGTERM, so the application stops gracefully."""
+    """Set ``stop`` on SIGINT/SIGTERM, so the application stops gracefully.
+
+    Signals reach the main thread only: run elsewhere (a test driving the CLI from a worker
+    thread) nothing is installed, and whoever owns the main thread stops the process. Event
+    loops without signal support (Windows) get a plain handler that hands over to the loop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
+        try:
             loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(stop.set))
 
 
 def freeze_startup_heap() -> None:

@@ -6,7 +6,7 @@ the ``sequencer`` lease row. Because sequencing transactions are serialised by t
 row only gets a position once its own transaction is visible, readers that read ``position > last``
 never skip a late-committing row and never see a rolled-back one (the sequence-gap problem that an
 ``id > last`` reader has). Any process may call it: the lock elects one at a time, so there is no
-lease to expire and no fail-over delay. See docs/adr/0002-gap-free-outbox-ordering.md.
+lease to expire and no fail-over delay. See docs/adr/0001-gap-free-outbox-ordering.md.
 
 On PostgreSQL the same steps run as one call of the ``dddframe_sequence`` function that
 ``create_schema`` installs (one round trip instead of five: this sits between every commit and

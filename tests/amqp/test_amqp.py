@@ -21,6 +21,7 @@ from dddframe.bus.amqp import AmqpBus
 from dddframe.bus.amqp.relay import RELAY_POSITION
 from dddframe.outbox.tables import positions_table
 from dddframe.testing import reset_database
+from tests.cli import dead_letters
 from tests.contract.model import CreateCounter, Increment, Probe, contract_modules
 from tests.services import AMQP_URL, reachable, require
 
@@ -214,9 +215,6 @@ async def test_relay_spans_join_the_command_trace(
 async def test_dead_letters_cli_lists_and_replays_the_dead_letter_queue(
     amqp: str, postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typer.testing import CliRunner
-
-    from dddframe.cli import app as cli
     from tests.amqp import cli_app
 
     await reset_database(postgres_db)
@@ -235,27 +233,21 @@ async def test_dead_letters_cli_lists_and_replays_the_dead_letter_queue(
                 await asyncio.sleep(0.1)
 
     spec = "tests.amqp.cli_app:make_app"
-    runner = CliRunner()
-
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(cli, ["dead-letters", *args, "--app", spec, "--bus", "amqp"])
-        return result.exit_code, result.output
-
-    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    code, out = await dead_letters(spec, "amqp", "list", "--json")
     assert code == 0, out
     (letter,) = json.loads(out)
     assert letter["aggregate"].endswith(str(counter)) and letter["aggregate_version"] == 2
     assert "listener always fails" in letter["error"]
-    code, out = await asyncio.to_thread(invoke, "show", str(letter["id"]))
+    code, out = await dead_letters(spec, "amqp", "show", str(letter["id"]))
     assert code == 0 and "RuntimeError: listener always fails" in out
 
     probe.always_fail.clear()  # the fix is deployed
-    code, out = await asyncio.to_thread(invoke, "replay", "--all", "--json")
+    code, out = await dead_letters(spec, "amqp", "replay", "--all", "--json")
     assert (code, json.loads(out)) == (0, {"replayed": 1}), out
     async with cli_app.make_app() as app:
         await app.create_schema()
         async with asyncio.timeout(20):
             while (str(counter), 2) not in {(a, v) for a, v, *_ in probe.seen}:
                 await asyncio.sleep(0.1)
-    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    code, out = await dead_letters(spec, "amqp", "list", "--json")
     assert code == 1 and json.loads(out) == []

@@ -22,6 +22,7 @@ from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.tables import positions_table
 from dddframe.testing import reset_database
+from tests.cli import dead_letters
 from tests.kafka.inspect_topics import read_all
 from tests.kafka.kafka_app import Bump, KafkaEffect, make_app
 
@@ -184,11 +185,7 @@ async def test_dead_letters_cli_lists_and_purges_the_dead_letter_topic(
     app_env: dict[str, str], names: str, pg_url: str, kafka_bootstrap: str
 ) -> None:
     from aiokafka import AIOKafkaProducer
-    from typer.testing import CliRunner
 
-    from dddframe.cli import app as cli
-
-    runner = CliRunner()
     spec = "tests.kafka.kafka_app:make_app"
     await reset_database(pg_url)
     os.environ["KAFKA_TEST_RELAY"] = "1"
@@ -203,18 +200,14 @@ async def test_dead_letters_cli_lists_and_purges_the_dead_letter_topic(
         await app.engine.run(Bump())
         await app.drain()
 
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(cli, ["dead-letters", *args, "--app", spec, "--bus", "kafka"])
-        return result.exit_code, result.stdout
-
-    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    code, out = await dead_letters(spec, "kafka", "list", "--json")
     assert code == 0, out
     (letter,) = json.loads(out)
     assert letter["subscription"] == names + "recorders.*"
     assert "not JSON" in letter["error"]
-    code, out = await asyncio.to_thread(invoke, "show", str(letter["id"]), "--json")
+    code, out = await dead_letters(spec, "kafka", "show", str(letter["id"]), "--json")
     assert code == 0 and "dead-letter record fail-" in out
-    code, out = await asyncio.to_thread(invoke, "purge", "--all", "--yes")
+    code, out = await dead_letters(spec, "kafka", "purge", "--all", "--yes")
     assert code == 0 and "1" in out
-    code, out = await asyncio.to_thread(invoke, "list", "--json")
+    code, out = await dead_letters(spec, "kafka", "list", "--json")
     assert json.loads(out or "[]") == []

@@ -150,17 +150,6 @@ class AmqpDeadLetters:
     async def count(self, *, subscription: str | None = None, state: str = "dead") -> int:
         return len(await self.list(subscription=subscription, state=state, limit=10**9))
 
-    @staticmethod
-    def _select(
-        ids: Sequence[int] | None,
-        aggregate_id: str | None,
-        everything: bool,
-        subscription: str | None,
-    ) -> Callable[[Parked], bool]:
-        return DeadLetterSelection.of(
-            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
-        ).matches
-
     async def replay(
         self,
         ids: Sequence[int] | None = None,
@@ -170,7 +159,9 @@ class AmqpDeadLetters:
         everything: bool = False,
     ) -> int:
         """Move dead letters (and the messages waiting behind them) back to their queue."""
-        match = self._select(ids, aggregate_id, everything, subscription)
+        match = DeadLetterSelection.of(
+            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
+        ).matches
         replayed_keys: set[tuple[str, str]] = set()
 
         async def act(sub: str, message: Any, parked: Parked) -> str:
@@ -191,7 +182,9 @@ class AmqpDeadLetters:
         aggregate_id: str | None = None,
         everything: bool = False,
     ) -> int:
-        match = self._select(ids, aggregate_id, everything, subscription)
+        match = DeadLetterSelection.of(
+            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
+        ).matches
 
         async def act(sub: str, message: Any, parked: Parked) -> str:
             return "drop" if match(parked) else "keep"
