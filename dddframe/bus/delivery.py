@@ -31,6 +31,7 @@ from dddframe.errors import DddframeError, PoisonEvent
 from dddframe.observability.metrics import record_dead_lettered
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.records import utcnow
+from dddframe.outbox.sequencer import SharedRead
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
 
 __all__ = ["SubscriptionRunner", "WorkerCrashed", "lane_of"]
@@ -171,6 +172,48 @@ class SubscriptionRunner:
                 await conn.commit()
             # else: nothing here for this subscription (other names), so nothing can crash
             # while "in flight": the position moves in memory and is stored lazily.
+        return await self._deliver_batch(envelopes, start, upto, careful=careful)
+
+    def shares_reads_at(self, position: int) -> bool:
+        """Whether this runner can take a :class:`SharedRead` made after ``position``: it is
+        there, and not delivering one event at a time after a crash."""
+        return self.active and self.position == position and self._careful_left <= 0
+
+    def can_take(self, shared: SharedRead) -> bool:
+        """Whether ``shared`` was read for this runner where it still is."""
+        return self.shares_reads_at(shared.after) and self.subscription.name in shared.subscriptions
+
+    async def take(self, shared: SharedRead) -> int:
+        """Deliver this subscription's events of a batch read for several at once (see
+        :meth:`Sequencer.sequence_and_read`, which stored the position and marked it in
+        flight); returns how far it moved."""
+        start = self.position
+        if not self.can_take(shared):
+            raise ValueError(
+                f"{self.subscription.name} at {start} cannot take a read after {shared.after} "
+                f"for {sorted(shared.subscriptions)}"
+            )
+        if shared.upto == start:
+            # Nothing new: a position kept unsaved is stored by run_once, as on every pass
+            # that finds nothing.
+            self.caught_up = not self._unsaved
+            return 0
+        names = self.subscription.event_names
+        envelopes = [env for env in shared.envelopes if env.name in names]
+        if envelopes and self.subscription.name not in shared.marked:  # pragma: no cover
+            # The read marks every subscription it has events for; should its positions row
+            # have gone missing, mark here: nothing is delivered unmarked.
+            async with self.database.connect() as conn:
+                await self._positions.advance_and_mark(conn, self.subscription.name, start)
+                await conn.commit()
+        moved = await self._deliver_batch(envelopes, start, shared.upto, careful=False)
+        self.caught_up = shared.complete
+        return moved
+
+    async def _deliver_batch(
+        self, envelopes: list[Envelope], start: int, upto: int, *, careful: bool
+    ) -> int:
+        """Deliver (or park) a batch read after ``start`` up to ``upto``, marked in flight."""
         if careful:
             self._careful_left -= upto - start
             if envelopes and self._inflight >= self.crash_limit:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.engine.database import Database
-from dddframe.outbox.sequencer import Sequencer
+from dddframe.outbox.sequencer import Sequencer, SharedRead
 
 __all__ = ["DeliveryLoops"]
 
@@ -70,9 +70,10 @@ class DeliveryLoops:
             if self.stopping.is_set():
                 return
             try:
-                await self._sequence()
+                current = list(runners())
+                shared = await self._sequence(current)
                 head = self.sequencer.head
-                await asyncio.gather(*(self._catch_up(r, head) for r in list(runners())))
+                await asyncio.gather(*(self._catch_up(r, head, shared) for r in current))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -90,14 +91,31 @@ class DeliveryLoops:
             except Exception:
                 log.warning("%s: storing the position failed", runner.subscription.name)
 
-    async def _sequence(self) -> None:
+    async def _sequence(self, runners: list[SubscriptionRunner]) -> SharedRead | None:
         """Run the sequencer on a connection kept between passes: a pool checkout pings the
-        server first, a round trip between every commit and its listeners otherwise. A failed
-        pass drops the connection, so a broken one is replaced by the next."""
+        server first, a round trip between every commit and its listeners otherwise. Where
+        the database can, the same call reads the next batch for the runners that are caught
+        up (most of them, most of the time) and marks it in flight: one round trip from a
+        wake-up to their listeners. A failed pass drops the connection, so a broken one is
+        replaced by the next."""
         if self._connection is None:
             self._connection = await self.database.connect().start()
+        after = self.sequencer.head
+        sharing = [r for r in runners if r.shares_reads_at(after)]
         try:
+            if sharing:
+                shared = await self.sequencer.sequence_and_read(
+                    self._connection,
+                    after=after,
+                    limit=min(r.batch_size for r in sharing),
+                    subscriptions={
+                        r.subscription.name: r.subscription.event_names for r in sharing
+                    },
+                )
+                if shared is not None:
+                    return shared
             await self.sequencer.sequence(self._connection)
+            return None
         except BaseException:
             await self._close_connection()
             raise
@@ -108,9 +126,16 @@ class DeliveryLoops:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _catch_up(self, runner: SubscriptionRunner, head: int) -> None:
-        """Deliver up to ``head``, the position the pass's sequencer reached; what committed
-        later has woken the loop again and is read by the next pass."""
+    async def _catch_up(
+        self, runner: SubscriptionRunner, head: int, shared: SharedRead | None = None
+    ) -> None:
+        """Deliver up to ``head``, the position the pass's sequencer reached (starting with
+        the pass's shared read if it was made for this runner); what committed later has
+        woken the loop again and is read by the next pass."""
+        if shared is not None and runner.can_take(shared):
+            await runner.take(shared)
+            if runner.caught_up:
+                return
         while not self.stopping.is_set() and runner.active:
             if not await runner.run_once(head) or runner.caught_up:
                 return

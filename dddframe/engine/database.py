@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -19,9 +19,11 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dddframe.errors import ConfigurationError
 from dddframe.outbox.sequencer import Sequencer
-from dddframe.outbox.tables import POSTGRES_DDL, framework_metadata
+from dddframe.outbox.tables import POSTGRES_DDL, POSTGRES_FUNCTIONS, framework_metadata
 
 __all__ = ["Database", "schema_ddl"]
+
+_SCHEMA_LOCK = 0x646464_6672  # pg_advisory_xact_lock key of create_schema ("dddfr")
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -99,9 +101,26 @@ class Database:
     async def create_schema(self, *metadatas: Any) -> None:
         """Create the framework tables and the given model metadata (idempotent)."""
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Processes starting together take turns (no duplicate-table races), and a
+                # schema from an older version gets the server functions it lacks.
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
             await conn.run_sync(framework_metadata.create_all)
             for md in metadatas:
                 await conn.run_sync(md.create_all)
+            if self.dialect == "postgresql":
+                found = await conn.execute(
+                    text("SELECT proname FROM pg_proc WHERE proname IN :names").bindparams(
+                        bindparam("names", expanding=True)
+                    ),
+                    {"names": list(POSTGRES_FUNCTIONS)},
+                )
+                present = set(found.scalars())
+                for name, ddl in POSTGRES_FUNCTIONS.items():
+                    if name not in present:
+                        await conn.execute(ddl)
         async with self.engine.connect() as conn:
             await Sequencer.ensure_lease_row(conn)
             await conn.commit()

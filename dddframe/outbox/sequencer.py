@@ -11,19 +11,26 @@ lease to expire and no fail-over delay. See docs/adr/0001-gap-free-outbox-orderi
 On PostgreSQL the same steps run as one call of the ``dddframe_sequence`` function that
 ``create_schema`` installs (one round trip instead of five: this sits between every commit and
 its listeners); a schema created without it falls back to the statements below.
+:meth:`Sequencer.sequence_and_read` goes one step further for delivery loops: one call numbers,
+reads the next batch for every caught-up subscription and marks it in flight.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dddframe.domain.envelope import Envelope
+from dddframe.outbox.records import row_to_envelope
 from dddframe.outbox.tables import leases_table
 
-__all__ = ["SEQUENCER_LEASE", "Sequencer"]
+__all__ = ["SEQUENCER_LEASE", "Sequencer", "SharedRead"]
 
 SEQUENCER_LEASE = "dddframe.sequencer"
 
@@ -55,12 +62,37 @@ _MYSQL_NUMBER = """
     WHERE id IN :ids ORDER BY id"""
 
 
+_SEQUENCE_READ = text(
+    "SELECT * FROM dddframe_sequence_read(:batch, :after, :limit, CAST(:subs AS jsonb)) "
+    "ORDER BY r_position NULLS FIRST"
+)
+
+
+@dataclass(frozen=True)
+class SharedRead:
+    """One batch read for ``subscriptions``, all at position ``after``.
+
+    ``envelopes`` are all events in ``(after, upto]`` in position order; ``marked`` the
+    subscriptions that had events among them and are now marked in flight with their position
+    stored as ``after`` (what :meth:`PositionStore.advance_and_mark` does for one).
+    ``complete`` is true when ``upto`` is the head (the batch was not cut by the limit).
+    """
+
+    after: int
+    upto: int
+    complete: bool
+    envelopes: list[Envelope]
+    subscriptions: frozenset[str]
+    marked: frozenset[str]
+
+
 class Sequencer:
     """Assigns gap-free positions to committed outbox rows. Safe to call from many processes."""
 
     def __init__(self, batch_size: int = 5000) -> None:
         self.batch_size = batch_size
         self._server_function: bool | None = None  # PostgreSQL: dddframe_sequence installed?
+        self._shared_read_function: bool | None = None  # and dddframe_sequence_read?
         # The highest position assigned as of the last sequence() commit, by any process.
         # Every position up to it is committed, so a reader may read up to it in any snapshot
         # taken after that commit without missing a late row.
@@ -123,6 +155,57 @@ class Sequencer:
             total += count
             if count < self.batch_size:
                 return total
+
+    async def sequence_and_read(
+        self,
+        conn: AsyncConnection,
+        *,
+        after: int,
+        limit: int,
+        subscriptions: Mapping[str, Collection[str]],
+    ) -> SharedRead | None:
+        """Sequence, then read up to ``limit`` events after ``after`` and mark in flight each of
+        ``subscriptions`` (name -> event names, all at position ``after``) that has events
+        among them: one round trip from a wake-up to the listeners instead of one for the
+        sequencer plus a read and a mark per subscription.
+
+        PostgreSQL with the ``dddframe_sequence_read`` function only; None otherwise (call
+        :meth:`sequence` and read per subscription). ``conn`` must not be in a transaction.
+        """
+        if conn.dialect.name != "postgresql" or self._shared_read_function is False:
+            return None
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if self._shared_read_function is None:
+                found = await conn.scalar(
+                    text("SELECT 1 FROM pg_proc WHERE proname = 'dddframe_sequence_read'")
+                )
+                self._shared_read_function = found is not None
+                if not self._shared_read_function:
+                    return None
+            subs = json.dumps({name: sorted(names) for name, names in subscriptions.items()})
+            params = {"batch": self.batch_size, "after": after, "limit": limit, "subs": subs}
+            rows = (await conn.execute(_SEQUENCE_READ, params)).mappings().all()
+        finally:
+            await conn.rollback()  # see _sequence_on_server
+            await conn.execution_options(isolation_level=conn.default_isolation_level)
+        header, found_rows = rows[0], rows[1:]
+        head = self.head = int(header["r_head"])
+        if header["r_assigned"] >= self.batch_size:
+            await self.sequence(conn)  # more were waiting: number them too (head moves on)
+        envelopes = [
+            row_to_envelope({key[2:]: value for key, value in row.items()}) for row in found_rows
+        ]
+        full = len(envelopes) == limit
+        upto = int(found_rows[-1]["r_position"]) if full else max(head, after)
+        return SharedRead(
+            after=after,
+            upto=upto,
+            complete=upto >= self.head,
+            envelopes=envelopes,
+            subscriptions=frozenset(subscriptions),
+            marked=frozenset(header["r_marked"] or ()),
+        )
 
     async def _sequence_on_server(self, conn: AsyncConnection) -> int | None:
         """Call ``dddframe_sequence`` until caught up; None when it is not installed."""

@@ -43,6 +43,7 @@ __all__ = [
     "PARKED_RETRY",
     "PARKED_WAITING",
     "POSTGRES_DDL",
+    "POSTGRES_FUNCTIONS",
     "framework_metadata",
     "inbox_table",
     "leases_table",
@@ -117,7 +118,44 @@ _SEQUENCE_FUNCTION = DDL(  # type: ignore[no-untyped-call]
     "RETURN QUERY SELECT base + n, n; "
     "END $$"
 )
-POSTGRES_DDL = (_NOTIFY_FUNCTION, _NOTIFY_TRIGGER, _SEQUENCE_FUNCTION)
+# A delivery pass as one call (see Sequencer.sequence_and_read): sequence, read the batch after
+# the position the caught-up subscriptions share, and mark in flight those the batch has
+# events for (``subs`` maps subscription -> event names). Reading inside the sequencer's
+# transaction, which holds its lock, sees every position up to the head and none past it.
+_SEQUENCE_READ_FUNCTION = DDL(  # type: ignore[no-untyped-call]
+    "CREATE OR REPLACE FUNCTION dddframe_sequence_read("
+    "p_batch integer, p_after bigint, p_limit integer, p_subs jsonb) "
+    "RETURNS TABLE(r_head bigint, r_assigned integer, r_marked text[], r_position bigint, "
+    "r_event_id text, r_name text, r_aggregate_type text, r_aggregate_id text, "
+    "r_aggregate_version bigint, r_event_version integer, r_occurred_at timestamptz, "
+    "r_payload text, r_headers text) LANGUAGE plpgsql VOLATILE AS $$ "
+    "DECLARE h bigint; n integer; m text[]; "
+    "BEGIN "
+    "SELECT s.head, s.assigned INTO h, n FROM dddframe_sequence(p_batch) AS s; "
+    "WITH b AS (SELECT o.name FROM dddframe_outbox AS o WHERE o.position > p_after "
+    "ORDER BY o.position LIMIT p_limit), "
+    "u AS (UPDATE dddframe_positions AS p SET position = p_after, "
+    "inflight = CASE WHEN p.position = p_after THEN p.inflight + 1 ELSE 1 END, "
+    "updated_at = now() FROM jsonb_each(p_subs) AS s(sub, names) "
+    "WHERE p.subscription = s.sub "
+    "AND EXISTS (SELECT 1 FROM b WHERE s.names @> to_jsonb(b.name::text)) "
+    "RETURNING p.subscription) "
+    "SELECT array_agg(u.subscription) INTO m FROM u; "
+    "RETURN QUERY SELECT h, n, m, NULL::bigint, NULL::text, NULL::text, NULL::text, "
+    "NULL::text, NULL::bigint, NULL::integer, NULL::timestamptz, NULL::text, NULL::text; "
+    "RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text[], o.position, "
+    "o.event_id::text, o.name::text, o.aggregate_type::text, o.aggregate_id::text, "
+    "o.aggregate_version, o.event_version, o.occurred_at, o.payload, o.headers "
+    "FROM dddframe_outbox AS o WHERE o.position > p_after ORDER BY o.position LIMIT p_limit; "
+    "END $$"
+)
+POSTGRES_DDL = (_NOTIFY_FUNCTION, _NOTIFY_TRIGGER, _SEQUENCE_FUNCTION, _SEQUENCE_READ_FUNCTION)
+POSTGRES_FUNCTIONS = {
+    "dddframe_outbox_notify": _NOTIFY_FUNCTION,
+    "dddframe_sequence": _SEQUENCE_FUNCTION,
+    "dddframe_sequence_read": _SEQUENCE_READ_FUNCTION,
+}
+"""The functions of POSTGRES_DDL by name: create_schema adds those an older schema lacks."""
 """What create_schema adds on PostgreSQL after the tables (``dddframe schema`` prints it)."""
 for _ddl in POSTGRES_DDL:
     _sa_event.listen(outbox_table, "after_create", _ddl.execute_if(dialect="postgresql"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
 from sqlalchemy import Integer, String, insert, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -125,20 +126,42 @@ async def _naive_reader(db: Database, stop: asyncio.Event, out: set[str]) -> Non
 async def test_concurrent_writers_committing_out_of_order(any_db: str) -> None:
     bus = await _concurrent_writers(any_db)
     if any_db.startswith("postgresql"):
-        assert bus._loops.sequencer._server_function is True  # the one-call path ran
+        sequencer = bus._loops.sequencer
+        assert sequencer._shared_read_function is True  # the one-call pass ran
+        assert sequencer._server_function is True
 
 
-async def test_client_side_sequencer_on_postgres_is_gap_free_too(postgres_db: str) -> None:
-    # A schema made without the dddframe_sequence function (hand-written DDL, an older
-    # version): the sequencer runs its statements from the client instead, same guarantee.
+@pytest.mark.parametrize(
+    "dropped",
+    [
+        pytest.param(("dddframe_sequence_read",), id="without-shared-read"),
+        pytest.param(("dddframe_sequence_read", "dddframe_sequence"), id="without-functions"),
+    ],
+)
+async def test_postgres_without_the_server_functions_is_gap_free_too(
+    postgres_db: str, dropped: tuple[str, ...]
+) -> None:
+    # A schema made without the server-side functions (hand-written DDL, an older version):
+    # the sequencer calls what is there, or runs its statements from the client, and each
+    # subscription reads on its own. Same guarantee.
     await reset_database(postgres_db)
     async with Application([sink_module()], postgres_db, consume=False) as setup:
         await setup.create_schema()
         async with setup.database.connect() as conn:
-            await conn.execute(text("DROP FUNCTION dddframe_sequence(integer)"))
+            for function in dropped:
+                await conn.execute(text(f"DROP FUNCTION {function}"))
             await conn.commit()
     bus = await _concurrent_writers(postgres_db, reset=False)
-    assert bus._loops.sequencer._server_function is False
+    sequencer = bus._loops.sequencer
+    assert sequencer._shared_read_function is False
+    assert sequencer._server_function is ("dddframe_sequence" not in dropped)
+    # Upgrading: create_schema on the older schema adds what it lacks.
+    async with Application([sink_module()], postgres_db, consume=False) as upgrade:
+        await upgrade.create_schema()
+        async with upgrade.database.connect() as conn:
+            names = text("SELECT proname FROM pg_proc WHERE proname LIKE 'dddframe%'")
+            found = set((await conn.execute(names)).scalars())
+    assert found == {"dddframe_outbox_notify", "dddframe_sequence", "dddframe_sequence_read"}
 
 
 async def _concurrent_writers(url: str, *, reset: bool = True) -> DatabaseBus:
@@ -147,8 +170,9 @@ async def _concurrent_writers(url: str, *, reset: bool = True) -> DatabaseBus:
     Sink.seen, Sink.duplicates = [], 0
     bus = DatabaseBus(run_interval=0.05, concurrency=8)
     app = Application([sink_module()], url, bus=bus)
-    async with app:
-        await app.create_schema()
+    async with app:  # starts the bus if the schema exists (as it was left: reset=False)
+        if reset:
+            await app.create_schema()
         db = app.database
         stop = asyncio.Event()
         naive: set[str] = set()

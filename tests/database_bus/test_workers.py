@@ -173,15 +173,15 @@ async def test_a_worker_whose_snapshot_predates_anothers_start_still_starts(
         await second.dispose()
 
 
-async def test_listener_that_kills_the_worker_is_dead_lettered(sqlite_db: str) -> None:
-    async with writer(sqlite_db) as app:
+async def test_listener_that_kills_the_worker_is_dead_lettered(any_db: str) -> None:
+    async with writer(any_db) as app:
         bad = await app.engine.run(Tick())
         good = await app.engine.run(Tick())
         await app.engine.run(Tick(ticker_id=good, times=3))
         await app.engine.run(Tick(ticker_id=bad, times=1))
         crashes = 0
         for _ in range(6):  # crash_limit=2: the event kills at most 2 workers per subscription
-            proc = await start_worker(sqlite_db, WORKER_TEST_CRASH=str(bad))
+            proc = await start_worker(any_db, WORKER_TEST_CRASH=str(bad))
             try:
                 code = await asyncio.wait_for(proc.wait(), timeout=8)
             except TimeoutError:
