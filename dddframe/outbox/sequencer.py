@@ -18,7 +18,8 @@ reads the next batch for every caught-up subscription and marks it in flight.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,25 @@ _MYSQL_CANDIDATES = """
 _MYSQL_NUMBER = """
     UPDATE dddframe_outbox SET position = (@dddframe_position := @dddframe_position + 1)
     WHERE id IN :ids ORDER BY id"""
+
+
+@asynccontextmanager
+async def _autocommit(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Run each statement as its own transaction: no BEGIN/COMMIT round trips. Afterwards the
+    rollback only ends SQLAlchemy's bookkeeping (every call committed on its own), so the
+    caller gets the connection back in its usual mode."""
+    await conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        yield
+    finally:
+        await conn.rollback()
+        await conn.execution_options(isolation_level=conn.default_isolation_level)
+
+
+async def _installed(conn: AsyncConnection, function: str) -> bool:
+    """Whether create_schema installed this server function (older schemas lack it)."""
+    found = await conn.scalar(text("SELECT 1 FROM pg_proc WHERE proname = :f"), {"f": function})
+    return found is not None
 
 
 _SEQUENCE_READ = text(
@@ -174,21 +194,14 @@ class Sequencer:
         """
         if conn.dialect.name != "postgresql" or self._shared_read_function is False:
             return None
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        try:
+        async with _autocommit(conn):
             if self._shared_read_function is None:
-                found = await conn.scalar(
-                    text("SELECT 1 FROM pg_proc WHERE proname = 'dddframe_sequence_read'")
-                )
-                self._shared_read_function = found is not None
-                if not self._shared_read_function:
-                    return None
+                self._shared_read_function = await _installed(conn, "dddframe_sequence_read")
+            if not self._shared_read_function:
+                return None
             subs = json.dumps({name: sorted(names) for name, names in subscriptions.items()})
             params = {"batch": self.batch_size, "after": after, "limit": limit, "subs": subs}
             rows = (await conn.execute(_SEQUENCE_READ, params)).mappings().all()
-        finally:
-            await conn.rollback()  # see _sequence_on_server
-            await conn.execution_options(isolation_level=conn.default_isolation_level)
         header, found_rows = rows[0], rows[1:]
         head = self.head = int(header["r_head"])
         if header["r_assigned"] >= self.batch_size:
@@ -209,16 +222,11 @@ class Sequencer:
 
     async def _sequence_on_server(self, conn: AsyncConnection) -> int | None:
         """Call ``dddframe_sequence`` until caught up; None when it is not installed."""
-        # Autocommit: the call is its own transaction, no BEGIN/COMMIT round trips.
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        try:
+        async with _autocommit(conn):
             if self._server_function is None:
-                found = await conn.scalar(
-                    text("SELECT 1 FROM pg_proc WHERE proname = 'dddframe_sequence'")
-                )
-                self._server_function = found is not None
-                if not self._server_function:
-                    return None
+                self._server_function = await _installed(conn, "dddframe_sequence")
+            if not self._server_function:
+                return None
             total = 0
             while True:
                 head, count = (
@@ -231,11 +239,6 @@ class Sequencer:
                 total += int(count)
                 if count < self.batch_size:
                     return total
-        finally:
-            # Each call committed on its own; this only ends SQLAlchemy's bookkeeping so the
-            # caller gets the connection back in its usual mode.
-            await conn.rollback()
-            await conn.execution_options(isolation_level=conn.default_isolation_level)
 
     async def _assign(self, conn: AsyncConnection, dialect: str, statement: Any) -> int:
         async with conn.begin():
