@@ -200,12 +200,6 @@ class SubscriptionRunner:
             return 0
         names = self.subscription.event_names
         envelopes = [env for env in shared.envelopes if env.name in names]
-        if envelopes and self.subscription.name not in shared.marked:  # pragma: no cover
-            # The read marks every subscription it has events for; should its positions row
-            # have gone missing, mark here: nothing is delivered unmarked.
-            async with self.database.connect() as conn:
-                await self._positions.advance_and_mark(conn, self.subscription.name, start)
-                await conn.commit()
         moved = await self._deliver_batch(envelopes, start, shared.upto, careful=False)
         self.caught_up = shared.complete
         return moved
