@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Any
 
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dddframe.errors import ConfigurationError
-from dddframe.outbox.sequencer import Sequencer
+from dddframe.outbox.sequencer import Sequencer, installed_functions
 from dddframe.outbox.tables import POSTGRES_DDL, POSTGRES_FUNCTIONS, framework_metadata
 
 __all__ = ["Database", "schema_ddl"]
@@ -111,13 +111,7 @@ class Database:
             for md in metadatas:
                 await conn.run_sync(md.create_all)
             if self.dialect == "postgresql":
-                found = await conn.execute(
-                    text("SELECT proname FROM pg_proc WHERE proname IN :names").bindparams(
-                        bindparam("names", expanding=True)
-                    ),
-                    {"names": list(POSTGRES_FUNCTIONS)},
-                )
-                present = set(found.scalars())
+                present = await installed_functions(conn)
                 for name, ddl in POSTGRES_FUNCTIONS.items():
                     if name not in present:
                         await conn.execute(ddl)
@@ -158,6 +152,6 @@ def schema_ddl(dialect: str, *metadatas: Any) -> str:
             parts.append(str(CreateTable(table).compile(dialect=d)).strip() + ";")
             for index in sorted(table.indexes, key=lambda i: i.name or ""):
                 parts.append(str(CreateIndex(index).compile(dialect=d)).strip() + ";")
-    if dialect == "postgresql":  # the NOTIFY trigger and the sequencer function
+    if dialect == "postgresql":  # the NOTIFY trigger and the sequencer's functions
         parts.extend(str(ddl.compile(dialect=d)).strip() + ";" for ddl in POSTGRES_DDL)
     return "\n\n".join(parts) + "\n"

@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.records import row_to_envelope
-from dddframe.outbox.tables import leases_table
+from dddframe.outbox.tables import POSTGRES_FUNCTIONS, leases_table
 
-__all__ = ["SEQUENCER_LEASE", "Sequencer", "SharedRead"]
+__all__ = ["SEQUENCER_LEASE", "Sequencer", "SharedRead", "installed_functions"]
 
 SEQUENCER_LEASE = "dddframe.sequencer"
 
@@ -76,10 +76,16 @@ async def _autocommit(conn: AsyncConnection) -> AsyncIterator[None]:
         await conn.execution_options(isolation_level=conn.default_isolation_level)
 
 
-async def _installed(conn: AsyncConnection, function: str) -> bool:
-    """Whether create_schema installed this server function (older schemas lack it)."""
-    found = await conn.scalar(text("SELECT 1 FROM pg_proc WHERE proname = :f"), {"f": function})
-    return found is not None
+async def installed_functions(conn: AsyncConnection) -> set[str]:
+    """Which of the PostgreSQL server functions create_schema installs are there (a schema
+    from an older version, or made by hand, may lack some)."""
+    found = await conn.execute(
+        text("SELECT proname FROM pg_proc WHERE proname IN :names").bindparams(
+            bindparam("names", expanding=True)
+        ),
+        {"names": list(POSTGRES_FUNCTIONS)},
+    )
+    return set(found.scalars())
 
 
 _SEQUENCE_READ = text(
@@ -196,7 +202,8 @@ class Sequencer:
             return None
         async with _autocommit(conn):
             if self._shared_read_function is None:
-                self._shared_read_function = await _installed(conn, "dddframe_sequence_read")
+                functions = await installed_functions(conn)
+                self._shared_read_function = "dddframe_sequence_read" in functions
             if not self._shared_read_function:
                 return None
             subs = json.dumps({name: sorted(names) for name, names in subscriptions.items()})
@@ -224,7 +231,7 @@ class Sequencer:
         """Call ``dddframe_sequence`` until caught up; None when it is not installed."""
         async with _autocommit(conn):
             if self._server_function is None:
-                self._server_function = await _installed(conn, "dddframe_sequence")
+                self._server_function = "dddframe_sequence" in await installed_functions(conn)
             if not self._server_function:
                 return None
             total = 0
