@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from dddframe import Aggregate, Application, Command, DomainEvent, Entity, Module, Repository
 from dddframe.bus.inprocess import InProcessBus
-from dddframe.engine import Database
+from dddframe.database import Database
 from dddframe.ids import uuid7
 from dddframe.outbox.tables import outbox_table
 

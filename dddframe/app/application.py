@@ -23,17 +23,18 @@ from dddframe.bus.listener import (
 )
 from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.subscription import Subscription
+from dddframe.context import current_unit_of_work
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry, default_registry
 from dddframe.domain.model import Model
 from dddframe.engine.command import Command
-from dddframe.engine.context import current_unit_of_work
-from dddframe.engine.database import Database
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
 from dddframe.engine.unit_of_work import UnitOfWork
 from dddframe.errors import ConfigurationError, DddframeError
+from dddframe.outbox.schema import create_schema, drop_schema
 
 __all__ = ["Application"]
 
@@ -307,11 +308,11 @@ class Application:
 
     async def create_schema(self) -> None:
         """Create the framework's and the models' tables (if missing), then start the bus."""
-        await self.database.create_schema(*self.metadata)
+        await create_schema(self.database, *self.metadata)
         await self._start_bus()
 
     async def drop_schema(self) -> None:
-        await self.database.drop_schema(*self.metadata)
+        await drop_schema(self.database, *self.metadata)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every pending event is delivered (for tests and scripts)."""

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.bus.codec import decode_envelope, encode_envelope
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.errors import DeadLetterNotFound
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING, parked_table

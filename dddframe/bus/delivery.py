@@ -25,8 +25,8 @@ from datetime import datetime
 
 from dddframe.bus.dead_letters import DeadLetterStore, Parked
 from dddframe.bus.subscription import Subscription
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.errors import DddframeError, PoisonEvent
 from dddframe.observability.metrics import record_dead_lettered
 from dddframe.outbox.reader import OutboxReader, PositionStore

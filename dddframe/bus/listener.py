@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from dddframe.bus.context import EventContext
 from dddframe.bus.subscription import Subscription
+from dddframe.context import current_headers
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent, EventRegistry
-from dddframe.engine.context import current_headers
 from dddframe.errors import PoisonEvent
 from dddframe.observability.delivery import observe_delivery
 

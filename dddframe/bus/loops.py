@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.bus.delivery import SubscriptionRunner
-from dddframe.engine.database import Database
+from dddframe.database import Database
 from dddframe.outbox.sequencer import Sequencer, SharedRead
 
 __all__ = ["DeliveryLoops"]

@@ -14,7 +14,7 @@ from dddframe.domain.events import EventRegistry
 
 if TYPE_CHECKING:
     from dddframe.bus.dead_letters import DeadLetterStore
-    from dddframe.engine.database import Database
+    from dddframe.database import Database
     from dddframe.engine.engine import Engine
 
 __all__ = ["BusRuntime", "EventBus"]

@@ -19,8 +19,8 @@ from rich.progress import Progress
 
 from dddframe.cli.loading import load_app
 from dddframe.cli.process import stop_on_signals
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.sequencer import Sequencer
 

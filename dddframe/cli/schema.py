@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from dddframe.cli.loading import load_app
-from dddframe.engine.database import schema_ddl
+from dddframe.outbox.schema import create_schema, schema_ddl
 
 app = typer.Typer(help="Framework tables: print the DDL or create them.")
 
@@ -31,7 +31,7 @@ def schema(
     async def run() -> None:
         application = load_app(app_spec, consume=False)
         async with application:
-            await application.database.create_schema(*application.metadata)
+            await create_schema(application.database, *application.metadata)
         typer.echo("schema created")
 
     asyncio.run(run())

@@ -1,7 +1,6 @@
 """The command engine: units of work, repositories, locks and concurrency retries."""
 
 from dddframe.engine.command import Command
-from dddframe.engine.database import Database, schema_ddl
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
 from dddframe.engine.repository import Repository
@@ -11,11 +10,9 @@ __all__ = [
     "AsyncioLocker",
     "Command",
     "ConflictRetry",
-    "Database",
     "Engine",
     "Locker",
     "PostgresAdvisoryLocker",
     "Repository",
     "UnitOfWork",
-    "schema_ddl",
 ]

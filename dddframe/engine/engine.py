@@ -16,11 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from dddframe.context import current_headers, current_unit_of_work
+from dddframe.database import Database
 from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, TRACEPARENT, Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.engine.command import Command
-from dddframe.engine.context import current_headers, current_unit_of_work
-from dddframe.engine.database import Database
 from dddframe.engine.handlers import CommandHandler
 from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
 from dddframe.engine.unit_of_work import UnitOfWork

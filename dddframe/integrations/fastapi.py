@@ -53,8 +53,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dddframe.app.application import Application
+from dddframe.context import current_headers
 from dddframe.domain.envelope import CORRELATION_ID
-from dddframe.engine.context import current_headers
 from dddframe.engine.engine import Engine
 from dddframe.errors import (
     CommandValidationError,

@@ -9,6 +9,6 @@ Prometheus metrics. Each part is optional and costs nothing when its library is 
   (prometheus-client, the ``prometheus`` extra).
 
 Layering: ``tracing`` imports only :mod:`dddframe.domain`, so the engine can use it;
-``logging``, ``metrics`` and ``delivery`` import the domain and ``dddframe.engine.context`` and
+``logging``, ``metrics`` and ``delivery`` import the domain and ``dddframe.context`` and
 are used by the buses. This package imports no submodule itself, so no cycle can form.
 """

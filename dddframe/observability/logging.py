@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import IO, Any
 
+from dddframe.context import current_headers
 from dddframe.domain.envelope import CORRELATION_ID, Envelope
-from dddframe.engine.context import current_headers
 
 __all__ = [
     "DEFAULT_FORMAT",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dddframe.engine.database import Database
+from dddframe.database import Database
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import leases_table
 

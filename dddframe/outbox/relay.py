@@ -17,8 +17,8 @@ import contextlib
 import logging
 import time
 
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.sequencer import Sequencer

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 
-from dddframe.engine.database import Database
+from dddframe.database import Database
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import inbox_table, outbox_table, parked_table, positions_table
 

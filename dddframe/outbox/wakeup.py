@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from dddframe.engine.database import Database
+from dddframe.database import Database
 
 __all__ = ["PostgresWakeup"]
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from dddframe.app import Application, Module
+from dddframe.database import Database
 from dddframe.domain.model import Model
-from dddframe.engine.database import Database
+from dddframe.outbox.schema import drop_schema
 
 __all__ = ["dddframe_app", "dddframe_database_url", "reset_database"]
 
@@ -30,7 +31,7 @@ async def reset_database(url: str) -> None:
     """Drop every framework and model table, so a test starts from an empty database."""
     db = Database(url)
     try:
-        await db.drop_schema(Model.metadata)
+        await drop_schema(db, Model.metadata)
     finally:
         await db.dispose()
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from dddframe import Application, Module
 from dddframe.bus.inprocess import InProcessBus
-from dddframe.engine import Database
+from dddframe.database import Database
 from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
 

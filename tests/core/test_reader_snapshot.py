@@ -12,10 +12,11 @@ from pathlib import Path
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.records import envelope_to_row
+from dddframe.outbox.schema import create_schema
 from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
@@ -50,7 +51,7 @@ async def test_an_empty_read_does_not_skip_rows_numbered_meanwhile(tmp_path: Pat
     await reset_database(url)
     db = Database(url)
     try:
-        await db.create_schema()
+        await create_schema(db)
         await _write(db, "Snap:Other")
         reader = _CommitsBeforeHead(db)
         async with db.connect() as conn:

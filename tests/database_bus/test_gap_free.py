@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Application, Envelope, EventContext, Model, Module, inject
 from dddframe.bus.database import DatabaseBus
-from dddframe.engine import Database
+from dddframe.database import Database
 from dddframe.outbox.records import envelope_to_row
 from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.outbox.reader import PositionStore
 from dddframe.outbox.records import envelope_to_row
+from dddframe.outbox.schema import create_schema
 from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.tables import outbox_table, positions_table
 from dddframe.testing import reset_database
@@ -39,7 +40,7 @@ async def test_the_shared_batch_stops_where_numbering_or_the_limit_stopped(
     await reset_database(postgres_db)
     db = Database(postgres_db)
     try:
-        await db.create_schema()
+        await create_schema(db)
         rows = [
             envelope_to_row(
                 Envelope.new(

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from dddframe import Application
-from dddframe.engine.database import Database
+from dddframe.database import Database
 from dddframe.outbox.reader import PositionStore
 from dddframe.outbox.tables import leases_table
 from dddframe.testing import reset_database

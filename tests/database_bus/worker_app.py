@@ -22,7 +22,7 @@ from dddframe import (
     inject,
 )
 from dddframe.bus.database import DatabaseBus
-from dddframe.engine import Database
+from dddframe.database import Database
 
 
 class WorkerEffect(Model):

@@ -26,7 +26,7 @@ from dddframe import (
 )
 from dddframe.bus.kafka import KafkaBus, KafkaCluster
 from dddframe.bus.retry import RetryPolicy
-from dddframe.engine import Database
+from dddframe.database import Database
 
 
 class Bumped(DomainEvent):

@@ -18,8 +18,8 @@ import aio_pika
 
 from dddframe.bus.amqp.messages import to_message
 from dddframe.bus.amqp.topology import Topology
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.observability.tracing import relay_span
 from dddframe.outbox.relay import OutboxRelay
 

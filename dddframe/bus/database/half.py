@@ -15,9 +15,9 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select, update
 
 from dddframe.bus.listener import TxChecker
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
-from dddframe.engine.database import Database
 from dddframe.engine.engine import Engine
 from dddframe.errors import DddframeError
 from dddframe.outbox.records import envelope_to_row, row_to_envelope, utcnow

@@ -26,8 +26,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.records import to_record
 from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.engine.database import Database
 from dddframe.observability.tracing import relay_span
 from dddframe.outbox.relay import OutboxRelay
 
