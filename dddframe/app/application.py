@@ -23,7 +23,6 @@ from dddframe.bus.listener import (
 )
 from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.subscription import Subscription
-from dddframe.context import current_unit_of_work
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry, default_registry
@@ -32,7 +31,7 @@ from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
-from dddframe.engine.unit_of_work import UnitOfWork
+from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import ConfigurationError, DddframeError
 from dddframe.outbox.schema import create_schema, drop_schema
 

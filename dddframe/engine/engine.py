@@ -16,14 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from dddframe.context import current_headers, current_unit_of_work
+from dddframe.context import current_headers
 from dddframe.database import Database
 from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, TRACEPARENT, Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
 from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
-from dddframe.engine.unit_of_work import UnitOfWork
+from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     CommandValidationError,
     ConcurrencyConflict,

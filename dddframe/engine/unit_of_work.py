@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, inspect
@@ -36,6 +37,12 @@ def _children(obj: Any) -> Iterator[Entity]:
             for item in items:
                 if isinstance(item, Entity):
                     yield item
+
+
+current_unit_of_work: ContextVar[UnitOfWork | None] = ContextVar(
+    "dddframe_unit_of_work", default=None
+)
+"""The unit of work of the command running in this task, if any."""
 
 
 class UnitOfWork:
