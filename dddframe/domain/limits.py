@@ -79,12 +79,12 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 32 else value[:32] + "...")
 
 
-def _utf8_size(value: str, what: str, error: type[Exception]) -> int:
+def _utf8_size(value: str, what: str, error: type[Exception], where: str = "") -> int:
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise error(
-            f"The {what} {_shown(value)} is not valid text (a lone surrogate at {exc.start}); "
+            f"{where + ': ' if where else ''}The {what} {_shown(value)} is not valid text (a lone surrogate at {exc.start}); "
             "use characters that UTF-8 can encode."
         ) from None
 
@@ -105,7 +105,7 @@ def check_name(
     prefix = f"{where}: " if where else ""
     if not isinstance(name, str) or not name:
         raise error(f"{prefix}The {what} must be a non-empty str, not {name!r}.")
-    _utf8_size(name, what, error)
+    _utf8_size(name, what, error, where)
     if len(name) > limit:
         raise error(
             f"{prefix}The {what} {_shown(name)} is {len(name)} characters long; the limit is "
@@ -117,7 +117,7 @@ def check_name(
 
 def check_bytes(name: str, what: str, limit: int = AMQP_NAME_MAX_BYTES, *, where: str = "") -> str:
     """``name`` if its UTF-8 form has at most ``limit`` bytes (AMQP short strings)."""
-    size = _utf8_size(name, what, ConfigurationError)
+    size = _utf8_size(name, what, ConfigurationError, where)
     if size > limit:
         prefix = f"{where}: " if where else ""
         raise ConfigurationError(
@@ -137,7 +137,7 @@ def check_key(
     if not isinstance(key, str) or not key:
         raise LimitExceeded(f"{where}: the {what} must be a non-empty str or None, not {key!r}.")
     limit = min(AGGREGATE_ID_MAX, ORDERING_KEY_MAX - len(aggregate_type) - 1)
-    _utf8_size(key, what, LimitExceeded)
+    _utf8_size(key, what, LimitExceeded, where)
     if len(key) > limit:
         raise LimitExceeded(
             f"{where}: the {what} {_shown(key)} is {len(key)} characters long; with the "
@@ -166,7 +166,7 @@ def check_headers(headers: object, where: str) -> dict[str, str]:
                 f"{where}: header names must be non-empty str, not {k!r} "
                 f"({type(k).__name__}). Use a name such as 'x-tenant'."
             )
-        if _utf8_size(k, "header name", InvalidHeader) > HEADER_KEY_MAX_BYTES:
+        if _utf8_size(k, "header name", InvalidHeader, where) > HEADER_KEY_MAX_BYTES:
             raise InvalidHeader(
                 f"{where}: the header name {_shown(k)} is longer than {HEADER_KEY_MAX_BYTES} "
                 "bytes. Use a shorter name."
@@ -176,7 +176,7 @@ def check_headers(headers: object, where: str) -> dict[str, str]:
                 f"{where}: header {k!r} has the value {_shown_value(v)} of type "
                 f"{type(v).__name__}; header values must be str. Convert it with str() first."
             )
-        _utf8_size(v, f"value of header {k!r}", InvalidHeader)
+        _utf8_size(v, f"value of header {k!r}", InvalidHeader, where)
         out[k] = v
     size = len(json.dumps(out, separators=(",", ":")))
     if size > HEADERS_MAX_BYTES:
