@@ -83,9 +83,10 @@ def _utf8_size(value: str, what: str, error: type[Exception], where: str = "") -
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
+        prefix = f"{where}: " if where else ""
         raise error(
-            f"{where + ': ' if where else ''}The {what} {_shown(value)} is not valid text (a lone surrogate at {exc.start}); "
-            "use characters that UTF-8 can encode."
+            f"{prefix}The {what} {_shown(value)} is not valid text (a lone surrogate at "
+            f"{exc.start}); use characters that UTF-8 can encode."
         ) from None
 
 
