@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from injector import inject
-from sqlalchemy import String
+from sqlalchemy import String, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Aggregate, Application, Command, DomainEvent, EventContext, Module, Repository
 from dddframe.bus.database import DatabaseBus
 from dddframe.bus.retry import NoRetry
+from dddframe.domain.envelope import Envelope
 from dddframe.domain.limits import HEADERS_MAX_BYTES, NAME_MAX
 from dddframe.errors import (
     CommandValidationError,
@@ -26,6 +27,7 @@ from dddframe.errors import (
     NotStarted,
     UnknownEventName,
 )
+from dddframe.outbox.records import envelope_to_row
 from dddframe.outbox.tables import outbox_table
 from tests.core.conftest import AppFactory, count, outbox_rows
 
@@ -292,3 +294,34 @@ async def test_using_an_application_before_start_is_not_started(sqlite_db: str) 
     with pytest.raises(NotStarted, match="database bus is not started"):
         async with bus.prepare([("Valid:Ping", {})]):
             pass
+
+
+class Versioned(DomainEvent):
+    __event_name__ = "Valid:Versioned"
+    __event_version__ = 2
+    n: int
+
+
+class VersionWatcher:
+    async def on_versioned(self, event: Versioned) -> None:
+        raise AssertionError("a payload without an upcaster must not reach the listener")
+
+
+async def test_a_missing_upcaster_is_dead_lettered_as_such(
+    sqlite_db: str, make_app: AppFactory
+) -> None:
+    """A missing upcaster raises UnknownEventName, a ValueError now: it must not be reported
+    as a payload that is not valid JSON."""
+    m = Module("versions")
+    m.controller(VersionWatcher)
+    m.listen("Valid:Versioned", "VersionWatcher.on_versioned", retry=NoRetry())
+    async with make_app(sqlite_db, [m]) as app:
+        old = Envelope.new("Valid:Versioned", '{"n": 1}', event_version=1)
+        async with app.database.engine.begin() as conn:
+            await conn.execute(insert(outbox_table), [envelope_to_row(old)])
+        app.bus.notify([old])
+        await app.drain()
+        letters = await app.dead_letters.list()
+    assert len(letters) == 1
+    assert "cannot upcast 'Valid:Versioned'" in (letters[0].error or "")
+    assert "no upcaster is registered" in (letters[0].error or "")
