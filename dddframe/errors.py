@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetterNotFound",
     "DomainError",
     "EventSerializationError",
+    "HeldBack",
     "InvalidHeader",
     "LimitExceeded",
     "MissingBinding",
@@ -30,8 +31,10 @@ __all__ = [
     "NotStarted",
     "PoisonEvent",
     "PositionExpired",
+    "PushFailed",
     "UnknownCommand",
     "UnknownEventName",
+    "WorkerCrashed",
     "close_matches",
 ]
 
@@ -111,3 +114,15 @@ class InvalidHeader(EventSerializationError):
 class LimitExceeded(DddframeError, ValueError):
     """A value given at run time (a message key, an aggregate id) is longer than the outbox
     column or the broker allows; nothing was written."""
+
+
+class WorkerCrashed(DddframeError):
+    """The process died while delivering this event, ``crash_limit`` times in a row."""
+
+
+class PushFailed(DddframeError):
+    """The push endpoint answered with a non-2xx status; the record will be retried."""
+
+
+class HeldBack(DddframeError):
+    """An earlier event of the same aggregate is a dead letter (``block_aggregate``)."""

@@ -223,8 +223,9 @@ class Module:
 
     def upcaster(self, event_name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: turn a ``from_version`` payload of ``event_name`` into the next version."""
-        if not isinstance(from_version, int) or from_version < 1:
-            raise ConfigurationError("from_version must be an int >= 1")
+        check_name(event_name, "event name", where=f"module {self.name!r}: upcaster()")
+        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+            raise ConfigurationError(f"from_version must be an int >= 1, not {from_version!r}")
 
         def register(fn: Upcaster) -> Upcaster:
             self.upcasters.append((event_name, from_version, fn))

@@ -114,3 +114,32 @@ def test_the_checker_sees_type_checking_and_function_imports() -> None:
     assert _violations(kafka, "dddframe.bus.kafka.probe") == [
         "dddframe.bus.kafka.probe:1 imports dddframe.bus.amqp.options (another transport)"
     ]
+
+
+# Exceptions that are not dddframe errors on purpose: private control flow, and the failure the
+# fault injector raises in place of a listener (it stands for the user's own exception).
+NOT_DDDFRAME_ERRORS = {
+    "dddframe.engine.engine._AlreadyApplied",
+    "dddframe.testing.faults.InjectedFault",
+}
+
+
+def test_every_exception_class_lives_in_errors() -> None:
+    import dddframe.errors
+
+    error_names = set(dddframe.errors.__all__) | {"Exception", "BaseException"}
+    found: list[str] = []
+    for path in MODULES:
+        name = _module_name(path)
+        if name == "dddframe.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {
+                b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases
+            }
+            is_error = bases & error_names or any(b.endswith("Error") for b in bases)
+            if is_error and f"{name}.{node.name}" not in NOT_DDDFRAME_ERRORS:
+                found.append(f"{name}.{node.name}")
+    assert found == []
