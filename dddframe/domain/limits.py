@@ -105,7 +105,7 @@ def check_name(
     """
     prefix = f"{where}: " if where else ""
     if not isinstance(name, str) or not name:
-        raise error(f"{prefix}The {what} must be a non-empty str, not {name!r}.")
+        raise error(f"{prefix}The {what} must be a non-empty str, not {_shown_value(name)}.")
     _utf8_size(name, what, error, where)
     if len(name) > limit:
         raise error(
