@@ -1,7 +1,13 @@
 """The exceptions dddframe raises.
 
 Every message says what was wrong and what to do about it. Catch :class:`DddframeError` to catch
-them all.
+them all; where a builtin exception means the same thing it is a base too, so ``except
+ValueError`` or ``except LookupError`` keep working:
+
+>>> issubclass(ConfigurationError, ValueError), issubclass(NotFound, LookupError)
+(True, True)
+>>> issubclass(NotStarted, RuntimeError), issubclass(InvalidHeader, ValueError)
+(True, True)
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ __all__ = [
     "DeadLetterNotFound",
     "DomainError",
     "EventSerializationError",
+    "HeldBack",
+    "InvalidHeader",
+    "LimitExceeded",
     "MissingBinding",
     "NotFound",
+    "NotStarted",
     "PoisonEvent",
     "PositionExpired",
+    "PushFailed",
     "UnknownCommand",
     "UnknownEventName",
+    "WorkerCrashed",
     "close_matches",
 ]
 
@@ -39,7 +51,7 @@ class DddframeError(Exception):
     """Base class of every error raised by dddframe."""
 
 
-class ConfigurationError(DddframeError):
+class ConfigurationError(DddframeError, ValueError):
     """The application is wired wrongly (unknown name, duplicate registration, bad option)."""
 
 
@@ -51,7 +63,7 @@ class UnknownCommand(DddframeError):
     """A command was run that no module handles."""
 
 
-class CommandValidationError(DddframeError):
+class CommandValidationError(DddframeError, ValueError):
     """A command's fields failed validation; nothing was written."""
 
 
@@ -59,7 +71,7 @@ class MissingBinding(ConfigurationError):
     """A handler, controller or service asks for a type that nothing in the injector provides."""
 
 
-class NotFound(DddframeError):
+class NotFound(DddframeError, LookupError):
     """``Repository.get`` found no aggregate with that id."""
 
 
@@ -67,7 +79,7 @@ class ConcurrencyConflict(DddframeError):
     """Another unit of work changed the same aggregate first and every retry lost the race too."""
 
 
-class EventSerializationError(DddframeError):
+class EventSerializationError(DddframeError, ValueError):
     """An event payload or header could not be turned into JSON; nothing was written."""
 
 
@@ -82,9 +94,35 @@ class PoisonEvent(DddframeError):
     """
 
 
-class DeadLetterNotFound(DddframeError):
+class DeadLetterNotFound(DddframeError, LookupError):
     """No dead letter with that id exists (it may have been replayed or purged)."""
 
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class NotStarted(DddframeError, RuntimeError):
+    """The application or its bus is used before it was started (or after it stopped)."""
+
+
+class InvalidHeader(EventSerializationError):
+    """A message header is not a non-empty str key with a str value, or the headers are too
+    large; nothing was written."""
+
+
+class LimitExceeded(DddframeError, ValueError):
+    """A value given at run time (a message key, an aggregate id) is longer than the outbox
+    column or the broker allows; nothing was written."""
+
+
+class WorkerCrashed(DddframeError):
+    """The process died while delivering this event, ``crash_limit`` times in a row."""
+
+
+class PushFailed(DddframeError):
+    """The push endpoint answered with a non-2xx status; the record will be retried."""
+
+
+class HeldBack(DddframeError):
+    """An earlier event of the same aggregate is a dead letter (``block_aggregate``)."""

@@ -10,7 +10,7 @@ from typing import Any, Self
 import injector as _injector
 from sqlalchemy import MetaData, inspect
 
-from dddframe.app.binding import ControllerIndex, resolve_target
+from dddframe.app.binding import ControllerIndex, listener_options, resolve_target
 from dddframe.app.module import ListenerBinding, Module
 from dddframe.bus import resolve_bus
 from dddframe.bus.dead_letters import DeadLetterStore
@@ -25,14 +25,15 @@ from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.domain.events import EventRegistry, default_registry
+from dddframe.domain.events import DomainEvent, EventRegistry, default_registry
+from dddframe.domain.limits import check_headers
 from dddframe.domain.model import Model
 from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
-from dddframe.errors import ConfigurationError, DddframeError
+from dddframe.errors import ConfigurationError, DddframeError, NotStarted
 from dddframe.outbox.schema import create_schema, drop_schema
 
 __all__ = ["Application"]
@@ -197,6 +198,7 @@ class Application:
                     registry=self.registry,
                     container=self.injector,
                 )
+                listener_options(self.bus, b)  # check every listen(), so no typo hides
                 grouped.setdefault((b.group, b.target), []).append((b, target))
             for c in m.tx_checkers:
                 if c.event_name in self.tx_checkers:
@@ -241,7 +243,7 @@ class Application:
                     dead_letter=first.dead_letter or "block_aggregate",
                     timeout=first.timeout,
                     start=first.start,
-                    options=dict(first.options),
+                    options=listener_options(self.bus, first),
                 )
             )
         return subs
@@ -273,7 +275,7 @@ class Application:
 
     def _require_started(self) -> None:
         if self._engine is None:
-            raise DddframeError(
+            raise NotStarted(
                 "The application is not started: use `async with Application(...) as app:` "
                 "or `await app.start()` first."
             )
@@ -317,19 +319,25 @@ class Application:
         """Wait until every pending event is delivered (for tests and scripts)."""
         self._require_started()
         if not self._bus_started:
-            raise DddframeError("The bus is not running: call `await app.create_schema()` first.")
+            raise NotStarted("The bus is not running: call `await app.create_schema()` first.")
         await self.bus.drain(timeout)
 
     async def publish(
         self,
-        topic: str,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """Publish a direct message through the outbox (joins a running unit of work)."""
-        return await self.engine.publish(topic, payload, headers=headers, key=key)
+        """Publish a direct message through the outbox (joins a running unit of work).
+
+        ``name`` with a dict ``payload``, or a typed DomainEvent; ``key`` keeps messages with
+        the same key in order; ``headers`` map str to str. The same signature as
+        ``engine.publish``, ``ctx.publish`` and every bus's ``publish``.
+        """
+        checked = check_headers(headers, "app.publish(headers=...)")
+        return await self.engine.publish(name, payload, key=key, headers=checked)
 
 
 def _route(delivers: dict[str, Any]) -> Any:

@@ -11,15 +11,16 @@ from typing import Any
 
 import injector as _injector
 
-from dddframe.app.module import Module
+from dddframe.app.module import LISTEN_PARAMETERS, ListenerBinding, Module
 from dddframe.bus.context import EventContext
 from dddframe.bus.listener import ListenerTarget
+from dddframe.bus.options import listener_options_of
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent, EventRegistry
 from dddframe.engine.handlers import can_provide
 from dddframe.errors import ConfigurationError, MissingBinding, close_matches
 
-__all__ = ["ControllerIndex", "resolve_target"]
+__all__ = ["ControllerIndex", "listener_options", "resolve_target"]
 
 
 class ControllerIndex:
@@ -152,3 +153,24 @@ def _check_constructor(cls: type[Any], where: str, container: _injector.Injector
                 f"{where}: {cls.__name__}.__init__ needs {dep_name} for {name!r}, but nothing "
                 f"provides it (abstract or not bound). Add module.bind({dep_name}, to=...)."
             )
+
+
+def listener_options(bus: Any, binding: ListenerBinding) -> dict[str, object]:
+    """The transport options of one ``listen()``, checked against the bus's declared type.
+
+    Keywords are parsed into ``bus.listener_options`` (unknown names get close-match
+    suggestions); a typed ``options=`` object must be of that type. Returns the options that
+    were set, as the transport reads them from ``Subscription.options``.
+    """
+    expected = listener_options_of(bus)
+    where = f"module {binding.module!r}: listen({binding.event_name!r}, {binding.target!r})"
+    typed = binding.typed_options
+    if typed is not None:
+        if not isinstance(typed, expected):
+            raise ConfigurationError(
+                f"{where}: options={type(typed).__name__}(...) does not fit the "
+                f"{getattr(bus, 'name', type(bus).__name__)!r} bus, which takes "
+                f"{expected.__name__}."
+            )
+        return typed.given()
+    return expected.parse(dict(binding.options), where=where, also=LISTEN_PARAMETERS).given()

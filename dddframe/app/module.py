@@ -23,19 +23,25 @@ from typing import Any, TypeVar
 import injector as _injector
 
 from dddframe.bus.listener import Middleware
+from dddframe.bus.options import ListenerOptions
 from dddframe.bus.retry import RetryPolicy, as_retry_policy
 from dddframe.bus.subscription import DeadLetterPolicy
 from dddframe.domain.events import Upcaster
+from dddframe.domain.limits import SUBSCRIPTION_MAX, check_name
 from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
 from dddframe.errors import ConfigurationError
 
-__all__ = ["ListenerBinding", "Module", "TxCheckerBinding"]
+__all__ = ["LISTEN_PARAMETERS", "ListenerBinding", "Module", "TxCheckerBinding"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+LISTEN_PARAMETERS = ("retry", "timeout", "dead_letter", "group", "start", "options")
+"""The keyword parameters every transport understands (suggested for misspelt options)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,9 @@ class ListenerBinding:
     dead_letter: DeadLetterPolicy | None
     start: str | int
     options: tuple[tuple[str, Any], ...]
+    """Transport-specific keywords as given; parsed against the bus's type at start-up."""
+    typed_options: ListenerOptions | None = None
+    """``listen(..., options=KafkaListenerOptions(...))``; checked against the bus at start-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,44 +143,74 @@ class Module:
         dead_letter: DeadLetterPolicy | None = None,
         group: str | None = None,
         start: str | int = "earliest",
-        **options: Any,
+        options: ListenerOptions | None = None,
+        **transport_options: Any,
     ) -> None:
         """Bind the event ``event_name`` to ``"Controller.method"``; checked at start-up.
 
         ``retry`` overrides the bus's retry policy, ``timeout`` bounds one call in seconds,
         ``dead_letter`` is ``block_aggregate`` (default) or ``continue``, ``group`` defaults to
         the module name, ``start`` is where a new subscription begins (earliest, latest or a
-        position). Transport-specific options (e.g. Kafka ``retry_mode``) go in ``options``.
+        position). Transport-specific options (e.g. Kafka's ``retry_mode``) are keywords or a
+        typed ``options=`` object (e.g. ``KafkaListenerOptions(retry_mode="topic")``); they are
+        checked against the chosen bus when the application starts.
         """
         if not isinstance(event_name, str) or not event_name:
             raise ConfigurationError("listen() needs an event name such as 'Order:Placed'")
+        where = f"module {self.name!r}: listen({event_name[:80]!r}, {target!r})"
+        check_name(event_name, "event name", where=where)
         if not isinstance(target, str) or not _TARGET.match(target):
-            raise ConfigurationError(
-                f"listen({event_name!r}, {target!r}): the target must be 'Controller.method'"
-            )
+            raise ConfigurationError(f"{where}: the target must be 'Controller.method'")
         if dead_letter not in (None, "block_aggregate", "continue"):
             raise ConfigurationError(
-                f"dead_letter must be 'block_aggregate' or 'continue', not {dead_letter!r}"
+                f"{where}: dead_letter must be 'block_aggregate' or 'continue', not {dead_letter!r}"
             )
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError("timeout must be a positive number of seconds")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"{where}: timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        _check_start(start, where)
+        group = group if group is not None else self.name
+        if not isinstance(group, str) or not _GROUP.fullmatch(group):
+            raise ConfigurationError(
+                f"{where}: group {group!r} must be an identifier-like str (letters, digits, _ or -)"
+            )
+        check_name(f"{group}.{target}", "subscription name", SUBSCRIPTION_MAX, where=where)
+        if options is not None and not isinstance(options, ListenerOptions):
+            raise ConfigurationError(
+                f"{where}: options must be a transport's ListenerOptions (e.g. "
+                f"KafkaListenerOptions(...)), not {type(options).__name__}"
+            )
+        if options is not None and transport_options:
+            raise ConfigurationError(
+                f"{where}: pass transport options either as keywords or as options=..., not "
+                f"both ({', '.join(sorted(transport_options))})"
+            )
+        try:
+            policy = as_retry_policy(retry) if retry is not None else None
+        except TypeError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
         self.listeners.append(
             ListenerBinding(
                 module=self.name,
                 event_name=event_name,
                 target=target,
-                group=group or self.name,
-                retry=as_retry_policy(retry) if retry is not None else None,
+                group=group,
+                retry=policy,
                 timeout=timeout,
                 dead_letter=dead_letter,
                 start=start,
-                options=tuple(sorted(options.items())),
+                options=tuple(sorted(transport_options.items())),
+                typed_options=options,
             )
         )
 
     def tx_checker(self, event_name: str, target: str) -> None:
         """Name the ``"Controller.method"`` that decides a half message left pending."""
-        if not _TARGET.match(target):
+        check_name(event_name, "event name", where=f"module {self.name!r}: tx_checker()")
+        if not isinstance(target, str) or not _TARGET.match(target):
             raise ConfigurationError(f"tx_checker target {target!r} must be 'Controller.method'")
         self.tx_checkers.append(TxCheckerBinding(self.name, event_name, target))
 
@@ -180,14 +219,13 @@ class Module:
     def event(self, *names: str) -> None:
         """Declare untyped event or direct-message names (their payload is a plain dict)."""
         for name in names:
-            if not isinstance(name, str) or not name:
-                raise ConfigurationError("event() takes non-empty event names")
-            self.events.append(name)
+            self.events.append(check_name(name, "event name", where=f"module {self.name!r}"))
 
     def upcaster(self, event_name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: turn a ``from_version`` payload of ``event_name`` into the next version."""
-        if not isinstance(from_version, int) or from_version < 1:
-            raise ConfigurationError("from_version must be an int >= 1")
+        check_name(event_name, "event name", where=f"module {self.name!r}: upcaster()")
+        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+            raise ConfigurationError(f"from_version must be an int >= 1, not {from_version!r}")
 
         def register(fn: Upcaster) -> Upcaster:
             self.upcasters.append((event_name, from_version, fn))
@@ -199,3 +237,13 @@ class Module:
         """Register listener middleware ``async def mw(ctx, call_next)`` (usable as decorator)."""
         self.middlewares.append(mw)
         return mw
+
+
+def _check_start(start: object, where: str) -> None:
+    if start in ("earliest", "latest"):
+        return
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ConfigurationError(
+            f"{where}: start must be 'earliest', 'latest' or an outbox position (an int >= 0), "
+            f"not {start!r}"
+        )

@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, Envelope
+from dddframe.domain.events import DomainEvent
+from dddframe.domain.limits import check_headers
 from dddframe.engine.command import Command
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import inbox_table
@@ -106,12 +108,16 @@ class EventContext:
 
     async def publish(
         self,
-        topic: str,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """Publish a direct message carrying this event's correlation and causation ids."""
-        merged = {**self._follow_up_headers(), **(headers or {})}
-        return await self.engine.publish(topic, payload, headers=merged, key=key)
+        """Publish a direct message carrying this event's correlation and causation ids.
+
+        The same signature as ``app.publish`` and ``engine.publish``; ``headers`` win over the
+        ids carried from this event.
+        """
+        merged = {**self._follow_up_headers(), **check_headers(headers, "ctx.publish(headers=...)")}
+        return await self.engine.publish(name, payload, key=key, headers=merged)

@@ -27,7 +27,7 @@ from dddframe.bus.dead_letters import DeadLetterStore, Parked
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import DddframeError, PoisonEvent
+from dddframe.errors import PoisonEvent, WorkerCrashed
 from dddframe.observability.metrics import record_dead_lettered
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.records import utcnow
@@ -37,10 +37,6 @@ from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
 __all__ = ["SubscriptionRunner", "WorkerCrashed", "lane_of"]
 
 log = logging.getLogger("dddframe.delivery")
-
-
-class WorkerCrashed(DddframeError):
-    """The process died while delivering this event, ``crash_limit`` times in a row."""
 
 
 def lane_of(ordering_key: str, lanes: int) -> int:

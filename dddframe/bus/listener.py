@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def _decode(envelope: Envelope, target: ListenerTarget, registry: EventRegistry)
         return envelope
     try:
         payload = registry.upcast(envelope.name, envelope.event_version, envelope.payload())
-    except ValueError as exc:  # JSONDecodeError
+    except json.JSONDecodeError as exc:
         raise PoisonEvent(f"payload of {envelope.name!r} is not valid JSON: {exc}") from exc
     except Exception as exc:
         raise PoisonEvent(f"cannot upcast {envelope.name!r}: {exc}") from exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from dddframe.domain.limits import AGGREGATE_TYPE_MAX, check_headers, check_key, check_name
 from dddframe.ids import uuid7
 
 __all__ = ["CAUSATION_ID", "CORRELATION_ID", "TRACEPARENT", "Envelope"]
@@ -54,6 +55,14 @@ class Envelope:
         event_version: int = 1,
         headers: dict[str, str] | None = None,
     ) -> Envelope:
+        """A new envelope to be written; checks that the name, the aggregate (or key) and the
+        headers fit the outbox columns (:mod:`dddframe.domain.limits`)."""
+        where = f"event {name!r}" if isinstance(name, str) and len(name) < 80 else "an event"
+        check_name(name, "event name", where=where)
+        if aggregate_type is not None:
+            check_name(aggregate_type, "aggregate type", AGGREGATE_TYPE_MAX, where=where)
+        if aggregate_id is not None:
+            check_key(aggregate_id, where, aggregate_type=aggregate_type or "", what="aggregate id")
         return cls(
             event_id=uuid7(),
             name=name,
@@ -62,7 +71,7 @@ class Envelope:
             aggregate_id=aggregate_id,
             aggregate_version=aggregate_version,
             event_version=event_version,
-            headers=dict(headers or {}),
+            headers=check_headers(headers, f"the headers of {where}"),
         )
 
     @property

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from dddframe.domain.limits import check_name
 from dddframe.errors import ConfigurationError, UnknownEventName, close_matches
 
 __all__ = ["DomainEvent", "EventRegistry", "Upcaster", "default_registry"]
@@ -73,9 +74,9 @@ class EventRegistry:
         self._lock = threading.Lock()
 
     def register(self, cls: type[DomainEvent]) -> None:
-        name = cls.event_name()
-        if not name or not isinstance(name, str):
-            raise ConfigurationError(f"{cls.__qualname__}.__event_name__ must be a non-empty str")
+        name = check_name(
+            cls.event_name(), "event name", where=f"{cls.__qualname__}.__event_name__"
+        )
         with self._lock:
             existing = self._classes.get(name)
             if existing is not None and _class_key(existing) != _class_key(cls):
@@ -87,8 +88,7 @@ class EventRegistry:
 
     def declare(self, name: str) -> None:
         """Declare an untyped event or direct-message name (payload is a plain JSON object)."""
-        if not name or not isinstance(name, str):
-            raise ConfigurationError("An event name must be a non-empty str")
+        check_name(name, "event name", where="module.event()")
         self._untyped.add(name)
 
     def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:

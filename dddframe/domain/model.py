@@ -33,6 +33,7 @@ from sqlalchemy import Integer, Numeric, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from dddframe.domain.events import DomainEvent
+from dddframe.domain.limits import AGGREGATE_TYPE_MAX, check_headers, check_name
 from dddframe.errors import EventSerializationError
 from dddframe.ids import uuid7
 
@@ -63,20 +64,6 @@ def _serialize(name: str, payload: Any) -> str:
             f"The payload of event {name!r} cannot be serialised to JSON ({exc}). Use JSON "
             "types, UUID, Decimal, datetime or a pydantic model for every field."
         ) from exc
-
-
-def _check_headers(name: str, headers: Mapping[str, str] | None) -> dict[str, str]:
-    if headers is None:
-        return {}
-    out: dict[str, str] = {}
-    for k, v in headers.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise EventSerializationError(
-                f"Headers of event {name!r} must map str to str; got {k!r}: {v!r}. "
-                "Convert the value with str() first."
-            )
-        out[k] = v
-    return out
 
 
 class Model(DeclarativeBase):
@@ -119,15 +106,14 @@ class _EventRecorder:
             name, version = event.event_name(), event.event_version()
             body = _serialize(name, event)
         elif isinstance(event, str) and event:
-            name, version = event, 1
+            name, version = check_name(event, "event name", where="domain_event()"), 1
             body = _serialize(name, payload)
         else:
             raise TypeError(
                 f"domain_event() takes a DomainEvent or a non-empty event name, got {event!r}"
             )
-        self._dddframe_events().append(
-            RecordedEvent(name, body, version, _check_headers(name, headers))
-        )
+        checked = check_headers(headers, f"domain_event({name!r}, headers=...)")
+        self._dddframe_events().append(RecordedEvent(name, body, version, checked))
 
     @property
     def pending_events(self) -> list[RecordedEvent]:
@@ -170,6 +156,16 @@ class Aggregate(_EventRecorder, Model):
                 self.id = uuid7()
         if getattr(self, "version", None) is None:
             self.version = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("__abstract__", False):
+            check_name(
+                cls.aggregate_type(),
+                "aggregate type",
+                AGGREGATE_TYPE_MAX,
+                where=f"{cls.__qualname__}.__aggregate_type__",
+            )
 
     @classmethod
     def aggregate_type(cls) -> str:

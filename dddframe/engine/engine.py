@@ -20,6 +20,7 @@ from dddframe.context import current_headers
 from dddframe.database import Database
 from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, TRACEPARENT, Envelope
 from dddframe.domain.events import DomainEvent
+from dddframe.domain.limits import MESSAGE_KEY_TYPE, check_headers, check_key, check_name
 from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
 from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
@@ -151,6 +152,7 @@ class Engine:
             )
         if isinstance(lock_keys, str):
             raise TypeError(f"lock_keys must be a list of str, not the str {lock_keys!r}")
+        headers = check_headers(headers, "engine.run(headers=...)")
         with command_span(type(command).__name__):
             # Headers inside the span: the events written carry it as their traceparent.
             msg_headers = self.message_headers(headers)
@@ -254,53 +256,59 @@ class Engine:
 
     def message(
         self,
-        topic: str | DomainEvent,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        where: str = "publish",
     ) -> Envelope:
         """Build the envelope of a direct message (no aggregate) with the current headers.
 
-        ``topic`` is a name with a dict ``payload``, or a typed DomainEvent. ``key`` keeps
-        messages with the same key in order.
+        ``name`` is a message name with a dict ``payload``, or a typed DomainEvent. ``key``
+        keeps messages with the same key in order. ``where`` names the entry point in errors.
         """
-        if isinstance(topic, DomainEvent):
+        if isinstance(name, DomainEvent):
             if payload is not None:
-                raise TypeError("Pass either a DomainEvent or a topic with a payload, not both")
-            name, version, body = topic.event_name(), topic.event_version(), topic.model_dump_json()
-        elif isinstance(topic, str) and topic:
-            name, version = topic, 1
+                raise TypeError(f"{where}(): pass either a DomainEvent or a name with a payload")
+            topic, version, body = name.event_name(), name.event_version(), name.model_dump_json()
+        else:
+            topic, version = check_name(name, "message name", where=f"{where}()"), 1
+            if payload is not None and not isinstance(payload, Mapping):
+                raise TypeError(
+                    f"{where}(): the payload of {topic!r} must be a dict, not "
+                    f"{type(payload).__name__}; or publish a DomainEvent."
+                )
             try:
                 body = pydantic_core.to_json(dict(payload or {})).decode()
             except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
                 raise EventSerializationError(
                     f"The payload of message {topic!r} cannot be serialised to JSON ({exc})."
                 ) from exc
-        else:
-            raise ValueError("A message needs a non-empty topic name or a DomainEvent")
         return Envelope.new(
-            name,
+            topic,
             body,
-            aggregate_type=None if key is None else "message",
-            aggregate_id=key,
+            aggregate_type=None if key is None else MESSAGE_KEY_TYPE,
+            aggregate_id=check_key(key, f"{where}({topic!r}, key=...)"),
             event_version=version,
-            headers=self.message_headers(headers),
+            headers=self.message_headers(check_headers(headers, f"{where}(headers=...)")),
         )
 
     async def publish(
         self,
-        topic: str | DomainEvent,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """Write a direct message (no aggregate) to the outbox.
+        """Write a direct message (no aggregate) to the outbox and return its envelope.
 
+        ``name`` is a message name with a dict ``payload``, or a typed DomainEvent; ``key``
+        keeps messages with the same key in order; ``headers`` travel with it (str to str).
         Inside a unit of work it joins that transaction; outside it commits on its own.
         """
-        envelope = self.message(topic, payload, headers=headers, key=key)
+        envelope = self.message(name, payload, key=key, headers=headers)
         uow = current_unit_of_work.get()
         if uow is not None:
             uow.add_message(envelope)

@@ -35,6 +35,16 @@ from sqlalchemy import (
 from sqlalchemy import event as _sa_event
 from sqlalchemy.dialects import mysql
 
+from dddframe.domain.limits import (
+    AGGREGATE_ID_MAX,
+    AGGREGATE_TYPE_MAX,
+    EVENT_ID_MAX,
+    INBOX_MESSAGE_ID_MAX,
+    NAME_MAX,
+    ORDERING_KEY_MAX,
+    SUBSCRIPTION_MAX,
+)
+
 __all__ = [
     "OUTBOX_CHANNEL",
     "OUTBOX_STATUS_PREPARED",
@@ -68,15 +78,15 @@ outbox_table = Table(
     framework_metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
     Column("position", BigInteger, nullable=True),
-    Column("event_id", String(36), nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("aggregate_type", String(255), nullable=True),
-    Column("aggregate_id", String(255), nullable=True),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
+    Column("name", String(NAME_MAX), nullable=False),
+    Column("aggregate_type", String(AGGREGATE_TYPE_MAX), nullable=True),
+    Column("aggregate_id", String(AGGREGATE_ID_MAX), nullable=True),
     Column("aggregate_version", BigInteger, nullable=True),
     Column("event_version", Integer, nullable=False, default=1),
     Column("occurred_at", _Timestamp, nullable=False),
     Column("payload", _LongText, nullable=False),
-    Column("headers", Text, nullable=False),
+    Column("headers", Text, nullable=False),  # HEADERS_MAX_BYTES: TEXT is 64 KiB on MariaDB
     Column("status", Integer, nullable=False, default=OUTBOX_STATUS_READY),
     Column("prepared_until", _Timestamp, nullable=True),
     UniqueConstraint("event_id", name="uq_dddframe_outbox_event_id"),
@@ -163,7 +173,7 @@ for _ddl in POSTGRES_DDL:
 positions_table = Table(
     "dddframe_positions",
     framework_metadata,
-    Column("subscription", String(255), primary_key=True),
+    Column("subscription", String(SUBSCRIPTION_MAX), primary_key=True),
     Column("position", BigInteger, nullable=False),
     # Batches started but not finished since the last saved position: > 0 after a crash.
     Column("inflight", Integer, nullable=False, default=0),
@@ -178,11 +188,11 @@ parked_table = Table(
     "dddframe_parked",
     framework_metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("subscription", String(255), nullable=False),
-    Column("event_id", String(36), nullable=False),
+    Column("subscription", String(SUBSCRIPTION_MAX), nullable=False),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("position", BigInteger, nullable=True),
-    Column("ordering_key", String(255), nullable=False),
-    Column("name", String(255), nullable=False),
+    Column("ordering_key", String(ORDERING_KEY_MAX), nullable=False),
+    Column("name", String(NAME_MAX), nullable=False),
     Column("envelope", _LongText, nullable=False),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -199,8 +209,8 @@ parked_table = Table(
 inbox_table = Table(
     "dddframe_inbox",
     framework_metadata,
-    Column("consumer", String(255), nullable=False),
-    Column("message_id", String(80), nullable=False),
+    Column("consumer", String(SUBSCRIPTION_MAX), nullable=False),
+    Column("message_id", String(INBOX_MESSAGE_ID_MAX), nullable=False),
     Column("processed_at", _Timestamp, nullable=False),
     PrimaryKeyConstraint("consumer", "message_id", name="pk_dddframe_inbox"),
     Index("ix_dddframe_inbox_processed_at", "processed_at"),

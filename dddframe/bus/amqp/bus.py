@@ -16,13 +16,15 @@ import aio_pika
 
 from dddframe.bus.amqp.consumer import SubscriptionConsumer
 from dddframe.bus.amqp.dead_letters import AmqpDeadLetters
+from dddframe.bus.amqp.options import AmqpListenerOptions
 from dddframe.bus.amqp.relay import RELAY_POSITION, AmqpRelay
 from dddframe.bus.amqp.topology import Topology, delay_queue_name, dlq_name, routing_keys
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
-from dddframe.errors import ConfigurationError, DddframeError
+from dddframe.domain.limits import check_bytes
+from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.tables import OUTBOX_CHANNEL
@@ -53,6 +55,7 @@ class AmqpBus:
     """
 
     name = "amqp"
+    listener_options = AmqpListenerOptions
 
     def __init__(
         self,
@@ -85,6 +88,8 @@ class AmqpBus:
         exchange = exchange or os.environ.get("DDDFRAME_AMQP_EXCHANGE") or "dddframe"
         if queue_prefix is None:
             queue_prefix = os.environ.get("DDDFRAME_AMQP_QUEUE_PREFIX", "")
+        check_bytes(exchange, "AMQP exchange", where="AmqpBus(exchange=...)")
+        check_bytes(queue_prefix, "AMQP queue prefix", where="AmqpBus(queue_prefix=...)")
         self.url = url
         self.exchange = exchange
         self.default_retry: RetryPolicy = retry or ExponentialRetry(
@@ -114,7 +119,7 @@ class AmqpBus:
     @property
     def runtime(self) -> BusRuntime:
         if self._runtime is None:
-            raise DddframeError("The AMQP bus is not started: start the Application first.")
+            raise NotStarted("The AMQP bus is not started: start the Application first.")
         return self._runtime
 
     def _subscription_names(self) -> list[str]:
@@ -192,15 +197,15 @@ class AmqpBus:
 
     async def publish(
         self,
-        routing_key: str | DomainEvent,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
         """A direct message through the outbox (joins the unit of work when inside one); its
         routing key is its name (final's Publish / Transaction(tx, fn(txBus)))."""
-        return await self.runtime.engine.publish(routing_key, payload, headers=headers, key=key)
+        return await self.runtime.engine.publish(name, payload, key=key, headers=headers)
 
     async def _queue_depth(self, channel: aio_pika.abc.AbstractChannel, name: str) -> int:
         try:

@@ -28,13 +28,14 @@ from typing import Any
 from sqlalchemy import select
 
 from dddframe.bus.database.half import HalfMessage, HalfMessages
+from dddframe.bus.database.options import DatabaseListenerOptions
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
-from dddframe.errors import DddframeError
+from dddframe.errors import NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
@@ -66,6 +67,7 @@ class DatabaseBus:
     """
 
     name = "database"
+    listener_options = DatabaseListenerOptions
 
     def __init__(
         self,
@@ -111,13 +113,13 @@ class DatabaseBus:
     @property
     def runtime(self) -> BusRuntime:
         if self._runtime is None:
-            raise DddframeError("The database bus is not started: start the Application first.")
+            raise NotStarted("The database bus is not started: start the Application first.")
         return self._runtime
 
     @property
     def _loops(self) -> DeliveryLoops:
         if self._loops_ is None:
-            raise DddframeError("The database bus is not started: start the Application first.")
+            raise NotStarted("The database bus is not started: start the Application first.")
         return self._loops_
 
     async def start(self, runtime: BusRuntime) -> None:
@@ -302,15 +304,15 @@ class DatabaseBus:
 
     async def publish(
         self,
-        topic: str | DomainEvent,
+        name: str | DomainEvent,
         payload: Mapping[str, Any] | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Envelope:
         """A direct message through the outbox (final's Publish / TxBus): inside a unit of work
         it joins that transaction, outside it commits on its own."""
-        return await self.runtime.engine.publish(topic, payload, headers=headers, key=key)
+        return await self.runtime.engine.publish(name, payload, key=key, headers=headers)
 
     @asynccontextmanager
     async def prepare(
@@ -324,7 +326,7 @@ class DatabaseBus:
         events as prepared; leaving the block commits them (or ``await tx.rollback()``); an
         exception rolls them back; a crash leaves them to the tx_checker bound by name."""
         if self._half is None:
-            raise DddframeError("The database bus is not started: start the Application first.")
+            raise NotStarted("The database bus is not started: start the Application first.")
         async with self._half.prepare(events, key=key, headers=headers) as tx:
             yield tx
 

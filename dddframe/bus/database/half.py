@@ -18,6 +18,7 @@ from dddframe.bus.listener import TxChecker
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
+from dddframe.domain.limits import check_headers
 from dddframe.engine.engine import Engine
 from dddframe.errors import DddframeError
 from dddframe.outbox.records import envelope_to_row, row_to_envelope, utcnow
@@ -78,6 +79,7 @@ class HalfMessages:
     ) -> AsyncIterator[HalfMessage]:
         if not events:
             raise DddframeError("prepare() needs at least one event")
+        headers = check_headers(headers, "bus.prepare(headers=...)")
         envelopes = [
             self.engine.message(e, headers=headers, key=key)
             if isinstance(e, DomainEvent)

@@ -11,15 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from dddframe.bus.delivery import SubscriptionRunner
+from dddframe.bus.inprocess.options import InProcessListenerOptions
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.bus.subscription import Deliver
 from dddframe.domain.envelope import Envelope
+from dddframe.domain.events import DomainEvent
+from dddframe.errors import NotStarted
 from dddframe.outbox.reader import OutboxReader
 
 __all__ = ["DeliveryFaults", "InProcessBus"]
@@ -44,6 +47,7 @@ class InProcessBus:
     """
 
     name = "inprocess"
+    listener_options = InProcessListenerOptions
 
     def __init__(
         self,
@@ -102,6 +106,19 @@ class InProcessBus:
             self.faults.after_commit(envelopes)
         if self._loops is not None:
             self._loops.wake.set()
+
+    async def publish(
+        self,
+        name: str | DomainEvent,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """A direct message through the outbox (joins a running unit of work)."""
+        if self._runtime is None:
+            raise NotStarted("The in-process bus is not started: start the Application first.")
+        return await self._runtime.engine.publish(name, payload, key=key, headers=headers)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed so far is delivered or dead-lettered."""

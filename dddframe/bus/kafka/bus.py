@@ -24,6 +24,7 @@ from dddframe.bus.kafka.config import KafkaCluster, clusters_from_env
 from dddframe.bus.kafka.consumer import GroupConsumer
 from dddframe.bus.kafka.dead_letters import KafkaDeadLetters
 from dddframe.bus.kafka.handling import RecordHandler, RetryMode
+from dddframe.bus.kafka.options import KafkaListenerOptions
 from dddframe.bus.kafka.push import push_deliver
 from dddframe.bus.kafka.records import Headers
 from dddframe.bus.kafka.relay import Relay, ensure_topics
@@ -32,7 +33,9 @@ from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import ConfigurationError, DddframeError
+from dddframe.domain.events import DomainEvent
+from dddframe.domain.limits import KAFKA_TOPIC_MAX, check_headers, check_name
+from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.sequencer import Sequencer
@@ -67,6 +70,7 @@ class KafkaBus:
     """
 
     name = "kafka"
+    listener_options = KafkaListenerOptions
 
     def __init__(
         self,
@@ -171,7 +175,7 @@ class KafkaBus:
 
     def _groups_by_cluster(self) -> dict[str, list[str]]:
         if self._runtime is None:
-            raise DddframeError("The Kafka bus is not started: start the Application first.")
+            raise NotStarted("The Kafka bus is not started: start the Application first.")
         out: dict[str, list[str]] = {}
         for cluster, group in self._plan(self._runtime.subscriptions):
             out.setdefault(cluster, []).append(group)
@@ -182,7 +186,7 @@ class KafkaBus:
     @property
     def runtime(self) -> BusRuntime:
         if self._runtime is None:
-            raise DddframeError("The Kafka bus is not started: start the Application first.")
+            raise NotStarted("The Kafka bus is not started: start the Application first.")
         return self._runtime
 
     async def start(self, runtime: BusRuntime) -> None:
@@ -337,24 +341,30 @@ class KafkaBus:
 
     async def publish(
         self,
-        topic: str,
-        value: Mapping[str, Any] | None = None,
+        name: str | DomainEvent,
+        payload: Mapping[str, Any] | None = None,
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         cluster: str | None = None,
     ) -> Envelope:
-        """A direct message to ``topic`` (freedom's ``NewMsg(...).SetHeaders(...).Publish()``),
-        through the outbox: inside a unit of work it commits with it. The correlation id and
-        trace context of the current command or event travel with it.
+        """A direct message to the topic of ``name`` (freedom's
+        ``NewMsg(...).SetHeaders(...).Publish()``), through the outbox: inside a unit of work it
+        commits with it. The correlation id and trace context of the current command or event
+        travel with it. ``cluster`` picks the cluster it is produced to.
 
         >>> # await app.bus.publish("event-sell", {"id": 1}, headers={"x-action": "buy"})
         """
-        extra = dict(headers or {})
-        extra[ROUTE_TOPIC] = self.naming.topic_for(topic)  # where listeners of the name read
+        topic = name.event_name() if isinstance(name, DomainEvent) else name
+        extra = check_headers(headers, "bus.publish(headers=...)")
+        if isinstance(topic, str) and topic:  # where listeners of it read
+            route = self.naming.topic_for(topic)
+            extra[ROUTE_TOPIC] = check_name(
+                route, "Kafka topic", KAFKA_TOPIC_MAX, where="publish()"
+            )
         if cluster is not None:
             extra[ROUTE_CLUSTER] = self._check_cluster(cluster, "publish(cluster=...)")
-        return await self.runtime.engine.publish(topic, value, headers=extra, key=key)
+        return await self.runtime.engine.publish(name, payload, key=key, headers=extra)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until the relays sent every committed event and this process's consumers

@@ -28,7 +28,7 @@ from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry
-from dddframe.errors import DddframeError, PoisonEvent
+from dddframe.errors import HeldBack, PoisonEvent
 from dddframe.observability.metrics import record_dead_lettered
 
 __all__ = ["DLQ", "RETRY", "HeldBack", "RecordHandler", "RetryMode", "Send"]
@@ -60,10 +60,6 @@ class _Origin:
 
 def _bytes_headers(rec: ConsumerRecord[Any, Any]) -> dict[str, bytes]:
     return {k: v or b"" for k, v in rec.headers or ()}
-
-
-class HeldBack(DddframeError):
-    """An earlier event of the same aggregate is a dead letter (``block_aggregate``)."""
 
 
 def _held(head: str) -> HeldBack:

@@ -15,13 +15,9 @@ import httpx
 from dddframe.bus.codec import envelope_headers
 from dddframe.bus.subscription import Deliver, Subscription
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import DddframeError
+from dddframe.errors import PushFailed
 
 __all__ = ["PushFailed", "push_deliver"]
-
-
-class PushFailed(DddframeError):
-    """The push endpoint answered with a non-2xx status; the record will be retried."""
 
 
 def push_deliver(url: str, client: httpx.AsyncClient, timeout: float) -> Deliver:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 
 from dddframe.domain.envelope import Envelope
+from dddframe.domain.limits import KAFKA_TOPIC_MAX, check_name
 from dddframe.errors import ConfigurationError
 
 __all__ = ["ROUTE_CLUSTER", "ROUTE_TOPIC", "TopicNaming"]
@@ -51,10 +52,15 @@ class TopicNaming:
         fail_prefix: str = "fail-",
     ) -> None:
         for topic in (overrides or {}).values():
-            if not topic or _INVALID.search(topic):
+            if not isinstance(topic, str) or not topic or _INVALID.search(topic):
                 raise ConfigurationError(
                     f"Kafka topic {topic!r} is not valid: use letters, digits, '.', '_' and '-'."
                 )
+            check_name(topic, "Kafka topic", KAFKA_TOPIC_MAX, where="topics", source="Kafka")
+        if prefix:  # leave room for at least one character of the topic
+            check_name(
+                prefix, "topic prefix", KAFKA_TOPIC_MAX - 1, where="topic_prefix", source="Kafka"
+            )
         if not retry_prefix or not fail_prefix or retry_prefix == fail_prefix:
             raise ConfigurationError("retry_prefix and fail_prefix must be different, non-empty")
         self.prefix = prefix
