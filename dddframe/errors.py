@@ -13,6 +13,7 @@ __all__ = [
     "CommandValidationError",
     "ConcurrencyConflict",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "DddframeError",
     "DeadLetterNotFound",
     "DomainError",
@@ -88,3 +89,14 @@ class DeadLetterNotFound(DddframeError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class DatabaseUnavailable(DddframeError, ConnectionError):
+    """The database cannot be reached or did not answer in time (refused, unreachable, timed
+    out, connection lost). ``cause`` is the driver's error. Raised by ``engine.run``, by
+    application start-up and by the buses; nothing was committed by the call that raised it
+    unless the connection was lost during the commit itself."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
