@@ -18,6 +18,7 @@ __all__ = [
     "DeadLetterNotFound",
     "DomainError",
     "EventSerializationError",
+    "HalfMessageDecided",
     "MissingBinding",
     "NotFound",
     "PoisonEvent",
@@ -100,3 +101,9 @@ class DatabaseUnavailable(DddframeError, ConnectionError):
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class HalfMessageDecided(DddframeError):
+    """A half message's preparer tried to commit or roll back after the tx_checker had already
+    decided the other way (its ``prepared_until`` passed while the preparer was stalled). The
+    exception says which way it was decided; the preparer must reconcile its side effect."""
