@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -80,7 +79,8 @@ async def test_a_stalled_preparer_whose_rows_were_rolled_back_learns_it(
         assert isinstance(bus, DatabaseBus)
         with pytest.raises(HalfMessageDecided, match="rolled back by its tx_checker"):
             async with bus.prepare([Charged(payment="p2", amount=10)]):
-                time.sleep(TIMEOUT)  # the process stalls (blocking code): nothing renews
+                # The process stalls (blocking code: join) and nothing here renews the rows
+                # while another process's checker waits until they are stale and decides.
                 checker_elsewhere(any_db, app.engine, answer=False).join(timeout=30)
         await app.drain()
         assert Provider.received == []
@@ -95,7 +95,6 @@ async def test_a_stalled_preparer_rolling_back_after_the_checker_committed_learn
         bus = app.bus
         assert isinstance(bus, DatabaseBus)
         async with bus.prepare([Charged(payment="p3", amount=10)]) as tx:
-            time.sleep(TIMEOUT)
             checker_elsewhere(any_db, app.engine, answer=True).join(timeout=30)
             with pytest.raises(HalfMessageDecided, match="committed by its tx_checker"):
                 await tx.rollback()
