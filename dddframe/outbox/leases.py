@@ -50,10 +50,11 @@ class Leases:
 
     async def acquire(self, name: str) -> bool:
         """Take or renew ``name``; False while another live owner holds it."""
+        # Counted as held before the attempt: if the caller is cancelled after the commit, the
+        # lease is still released by release_all (releasing one we do not own is a no-op).
+        self.held.add(name)
         taken = await self._acquire(name)
-        if taken:
-            self.held.add(name)
-        else:
+        if not taken:
             self.held.discard(name)
         return taken
 

@@ -254,7 +254,7 @@ class DatabaseBus:
                     await self._half.check_stale(self.runtime.tx_checkers)
                     # Heartbeat rows of workers that died (never stopped): gone after a while.
                     for prefix in (WORKER, MEMBER):
-                        await self._leases.expire(prefix, grace=self.lease_ttl * 6)
+                        await self._leases.expire(prefix, grace=self.lease_ttl * 2)
                 if time.monotonic() - last_retention >= self.retention_interval:
                     last_retention = time.monotonic()
                     if await self._leases.acquire("dddframe.job:retention"):
