@@ -11,12 +11,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy import text
 
-from dddframe import Application
+from dddframe import Application, Command, Module, UnitOfWork
 from dddframe.bus.database import DatabaseBus
 from dddframe.errors import DatabaseUnavailable, DddframeError
 from tests.core.model import OpenAccount, shopping_module
-from tests.services import REQUIRED
+from tests.services import REQUIRED, database_url
 
 DRIVERS = ["postgresql+asyncpg", "mysql+aiomysql"]
 
@@ -140,3 +141,25 @@ async def test_engine_run_against_a_stopped_cluster_then_after_its_restart(
             _pg, "pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"
         )
         assert await app.engine.run(OpenAccount()) is not None
+
+
+class SlowQuery(Command):
+    seconds: float
+
+
+async def test_a_statement_over_the_command_timeout_is_database_unavailable(
+    tmp_path: object,
+) -> None:
+    url = database_url("postgresql", tmp_path)
+    m = Module("slow")
+
+    @m.handles(SlowQuery)
+    async def slow(cmd: SlowQuery, uow: UnitOfWork) -> None:
+        await uow.session.execute(text("SELECT pg_sleep(:s)"), {"s": cmd.seconds})
+
+    async with Application([m], url, engine_options={"command_timeout": 0.5}) as app:
+        await app.create_schema()
+        with pytest.raises(DatabaseUnavailable, match="did not answer in time") as caught:
+            await app.engine.run(SlowQuery(seconds=5))
+        assert isinstance(caught.value.cause, TimeoutError)
+        await app.engine.run(SlowQuery(seconds=0))  # the pool recovers by itself
