@@ -46,8 +46,6 @@ __all__ = ["DatabaseBus"]
 
 log = logging.getLogger("dddframe.bus.database")
 
-_SUB = SUB
-
 
 class DatabaseBus:
     """Durable delivery to worker processes, on SQLite, PostgreSQL and MariaDB.
@@ -207,15 +205,15 @@ class DatabaseBus:
         subs = {s.name: s for s in self.runtime.active_subscriptions()}
         await self._ownership.announce(s.group for s in subs.values())
         for name in list(self.runners):
-            if not await leases.acquire(_SUB + name):
+            if not await leases.acquire(SUB + name):
                 log.warning("lost the lease of %s; another worker delivers it now", name)
                 self._drop(name)
         plan = await self._ownership.plan({n: s.group for n, s in subs.items()}, self.runners)
         for name in plan.release:
             self._drop(name)  # more than our share: hand it to a less busy worker
-            await leases.release(_SUB + name)
+            await leases.release(SUB + name)
         for name in plan.take:
-            if not await leases.acquire(_SUB + name):
+            if not await leases.acquire(SUB + name):
                 continue
             runner = SubscriptionRunner(
                 self.runtime.database,
