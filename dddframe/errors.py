@@ -19,10 +19,12 @@ __all__ = [
     "CommandValidationError",
     "ConcurrencyConflict",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "DddframeError",
     "DeadLetterNotFound",
     "DomainError",
     "EventSerializationError",
+    "HalfMessageDecided",
     "HeldBack",
     "InvalidHeader",
     "LimitExceeded",
@@ -126,3 +128,20 @@ class PushFailed(DddframeError):
 
 class HeldBack(DddframeError):
     """An earlier event of the same aggregate is a dead letter (``block_aggregate``)."""
+
+
+class DatabaseUnavailable(DddframeError, ConnectionError):
+    """The database cannot be reached or did not answer in time (refused, unreachable, timed
+    out, connection lost). ``cause`` is the driver's error. Raised by ``engine.run``, by
+    application start-up and by the buses; nothing was committed by the call that raised it
+    unless the connection was lost during the commit itself."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class HalfMessageDecided(DddframeError):
+    """A half message's preparer tried to commit or roll back after the tx_checker had already
+    decided the other way (its ``prepared_until`` passed while the preparer was stalled). The
+    exception says which way it was decided; the preparer must reconcile its side effect."""

@@ -174,6 +174,9 @@ class Engine:
                 return None
             except Exception as exc:
                 if not _is_conflict(exc):
+                    lost = self.database.unavailable(exc)
+                    if lost is not None and lost is not exc:
+                        raise lost from exc  # one error for "cannot reach the database"
                     raise
                 if attempt == policy.attempts:
                     raise ConcurrencyConflict(
@@ -313,10 +316,16 @@ class Engine:
         if uow is not None:
             uow.add_message(envelope)
             return envelope
-        async with self.database.session() as session:
-            tx = UnitOfWork(session, {})
-            tx.add_message(envelope)
-            await tx.commit()
+        try:
+            async with self.database.session() as session:
+                tx = UnitOfWork(session, {})
+                tx.add_message(envelope)
+                await tx.commit()
+        except Exception as exc:
+            lost = self.database.unavailable(exc)
+            if lost is None or lost is exc:
+                raise
+            raise lost from exc
         self._notify([envelope])
         return envelope
 

@@ -3,14 +3,15 @@
 A lease has an owner and an expiry. ``acquire`` takes a free or expired lease, or renews one's
 own, with a compare-and-swap on the row's ``value`` (a fencing counter), so two processes can
 never both believe they took it. Owners renew well before the expiry (a heartbeat); a process
-that dies simply stops renewing and another takes over after ``ttl`` seconds.
+that dies simply stops renewing and another takes over after ``ttl`` seconds. A process that
+stops gracefully calls :meth:`Leases.release_all`, so nothing it held waits for the expiry.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dddframe.database import Database
@@ -28,8 +29,16 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=utcnow().tzinfo)  # SQLite/MariaDB return naive UTC
 
 
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching names that start with ``prefix`` literally (escape ``\\``)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class Leases:
-    """Leases held by one ``owner`` (a worker process)."""
+    """Leases held by one ``owner`` (a worker process).
+
+    ``held`` is the set of names this object acquired and has not released or lost since.
+    """
 
     def __init__(self, database: Database, owner: str, ttl: float = 10.0) -> None:
         if ttl <= 0:
@@ -37,9 +46,19 @@ class Leases:
         self.database = database
         self.owner = owner
         self.ttl = ttl
+        self.held: set[str] = set()
 
     async def acquire(self, name: str) -> bool:
         """Take or renew ``name``; False while another live owner holds it."""
+        # Counted as held before the attempt: if the caller is cancelled after the commit, the
+        # lease is still released by release_all (releasing one we do not own is a no-op).
+        self.held.add(name)
+        taken = await self._acquire(name)
+        if not taken:
+            self.held.discard(name)
+        return taken
+
+    async def _acquire(self, name: str) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=self.ttl)
         async with self.database.connect() as conn:
@@ -57,7 +76,7 @@ class Leases:
                     return True
                 except IntegrityError:
                     await conn.rollback()
-                    return await self.acquire(name)
+                    return await self._acquire(name)
             owner, expires_at, value = row
             expires_at = _aware(expires_at)
             if owner not in (None, self.owner) and expires_at is not None and expires_at > now:
@@ -71,6 +90,8 @@ class Leases:
             return bool(result.rowcount == 1)
 
     async def release(self, name: str) -> None:
+        """Give ``name`` up now (if we hold it), so another owner can take it at once."""
+        self.held.discard(name)
         async with self.database.connect() as conn:
             await conn.execute(
                 update(_t)
@@ -79,6 +100,38 @@ class Leases:
             )
             await conn.commit()
 
+    async def forget(self, name: str) -> None:
+        """Delete our own lease row ``name`` (for names no other owner will ever take, such as
+        a worker's heartbeat): nothing is left behind once we stop."""
+        self.held.discard(name)
+        async with self.database.connect() as conn:
+            await conn.execute(delete(_t).where(_t.c.name == name, _t.c.owner == self.owner))
+            await conn.commit()
+
+    async def release_all(self, *, forget: tuple[str, ...] = ()) -> None:
+        """Release every lease we hold; rows whose name starts with one of ``forget`` are
+        deleted instead (per-process names nobody else takes over)."""
+        for name in sorted(self.held):
+            if forget and name.startswith(forget):
+                await self.forget(name)
+            else:
+                await self.release(name)
+
+    async def expire(self, prefix: str, *, grace: float) -> int:
+        """Delete the rows named ``prefix...`` that expired more than ``grace`` seconds ago or
+        were released (per-process leases of workers that died); returns how many. Only for
+        names that are never taken over: a deleted row loses its fencing counter."""
+        cutoff = utcnow() - timedelta(seconds=grace)
+        async with self.database.connect() as conn:
+            result = await conn.execute(
+                delete(_t).where(
+                    _t.c.name.like(_like_prefix(prefix), escape="\\"),
+                    or_(_t.c.owner.is_(None), _t.c.expires_at.is_(None), _t.c.expires_at < cutoff),
+                )
+            )
+            await conn.commit()
+        return int(result.rowcount or 0)
+
     async def live(self, prefix: str) -> dict[str, str]:
         """Unexpired leases whose name starts with ``prefix``: name -> owner."""
         now = utcnow()
@@ -86,13 +139,14 @@ class Leases:
             rows = (
                 await conn.execute(
                     select(_t.c.name, _t.c.owner, _t.c.expires_at).where(
-                        _t.c.name.like(prefix + "%"), _t.c.owner.is_not(None)
+                        _t.c.name.like(_like_prefix(prefix), escape="\\"),
+                        _t.c.owner.is_not(None),
                     )
                 )
             ).all()
         out: dict[str, str] = {}
         for name, owner, expires_at in rows:
             exp = _aware(expires_at)
-            if exp is not None and exp > now:
+            if exp is not None and exp > now and name.startswith(prefix):
                 out[name] = owner
         return out

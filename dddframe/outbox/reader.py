@@ -127,14 +127,8 @@ class PositionStore:
             initial = 0
         elif start == "latest":
             initial = await reader.head(conn)
-        elif isinstance(start, int) and start >= 0:
-            tail = await reader.tail(conn)
-            if start + 1 < tail and start < await reader.head(conn):
-                raise PositionExpired(
-                    f"Subscription {subscription!r} asked to start after position {start}, but "
-                    f"retention already removed everything before {tail}. Start from "
-                    "'earliest' or a position >= that."
-                )
+        elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            await _check_start(conn, subscription, start, await reader.head(conn))
             initial = start
         else:
             raise ValueError(
@@ -192,3 +186,56 @@ class PositionStore:
                 updated_at=utcnow(),
             )
         )
+
+
+async def _stored_after(conn: AsyncConnection, after: int, upto: int) -> int:
+    return int(
+        await conn.scalar(
+            select(func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.position > after, outbox_table.c.position <= upto)
+        )
+        or 0
+    )
+
+
+async def _check_start(conn: AsyncConnection, subscription: str, start: int, head: int) -> None:
+    """A start position is valid only if every event after it (up to the head) is stored.
+
+    Positions are gap-free, so that holds exactly when the count of rows in ``(start, head]``
+    is ``head - start``. A kept row below a removed range (a dead letter retention must keep)
+    does not make the range whole. On failure, binary searches (count queries on the position
+    index) find the removed range to name in the error.
+    """
+    if start >= head or await _stored_after(conn, start, head) == head - start:
+        return
+    # The lowest valid start: the smallest k >= start with (k, head] complete.
+    lo, hi = start, head
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if await _stored_after(conn, mid, head) == head - mid:
+            hi = mid
+        else:
+            lo = mid
+    valid_from = hi  # position hi itself is missing, everything after it is stored
+    # The first missing position after start: the smallest m with (start, m] incomplete.
+    lo, hi = start, valid_from
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if await _stored_after(conn, start, mid) == mid - start:
+            lo = mid
+        else:
+            hi = mid
+    first_missing = hi
+    missing = (
+        f"position {first_missing}"
+        if first_missing == valid_from
+        else f"positions {first_missing} to {valid_from}"
+    )
+    raise PositionExpired(
+        f"Subscription {subscription!r} asked to start after position {start}, but retention "
+        f"already removed {missing} (some rows in that range may be kept, such as dead "
+        f"letters), so events after {start} are no longer all there. Start after a position "
+        f">= {valid_from} (every event after it is stored), 'latest' for new events only, or "
+        "'earliest' for whatever is left; or keep events longer (retention)."
+    )

@@ -2,9 +2,11 @@
 
 A row is deleted only when it is sequenced, older than the retention period, at or below the
 lowest position stored in ``dddframe_positions`` (every subscription and every relay), and not
-parked by any subscription. Unsequenced rows (including half messages) are never touched. A
-subscription that later asks to start before what is left gets
-:class:`~dddframe.errors.PositionExpired` (eventx's ErrEventNotFound) instead of silence.
+parked by any subscription. Unsequenced rows (including half messages) are never touched. Parked
+rows (dead letters) are kept, so what is left can have holes: a subscription that later asks
+to start after a position some of whose successors were removed gets
+:class:`~dddframe.errors.PositionExpired` naming the removed range (eventx's ErrEventNotFound)
+instead of silently skipping them; see ``PositionStore.load``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ class Recorder:
     async def second(self, event: Envelope, ctx: EventContext) -> None:
         await self._record(event, ctx)
 
+    async def third(self, event: Envelope, ctx: EventContext) -> None:
+        await self._record(event, ctx)
+
 
 def modules() -> list[Module]:
     tickers = Module("tickers")
@@ -98,6 +101,9 @@ def modules() -> list[Module]:
     watchers.controller(Recorder)
     watchers.listen("Worker:Ticked", "Recorder.first")
     watchers.listen("Worker:Ticked", "Recorder.second")
+    if os.environ.get("WORKER_TEST_SECOND_GROUP"):  # group "h": three more subscriptions
+        for method in ("first", "second", "third"):
+            watchers.listen("Worker:Ticked", f"Recorder.{method}", group="h")
     return [tickers, watchers]
 
 

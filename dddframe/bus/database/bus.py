@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
@@ -29,6 +28,7 @@ from sqlalchemy import select
 
 from dddframe.bus.database.half import HalfMessage, HalfMessages
 from dddframe.bus.database.options import DatabaseListenerOptions
+from dddframe.bus.database.ownership import MEMBER, SUB, WORKER, Ownership
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
@@ -46,9 +46,6 @@ from dddframe.outbox.wakeup import PostgresWakeup
 __all__ = ["DatabaseBus"]
 
 log = logging.getLogger("dddframe.bus.database")
-
-_SUB = "dddframe.sub:"
-_WORKER = "dddframe.worker:"
 
 
 class DatabaseBus:
@@ -103,6 +100,7 @@ class DatabaseBus:
         self.runners: dict[str, SubscriptionRunner] = {}
         self._runtime: BusRuntime | None = None
         self._leases: Leases | None = None
+        self._ownership: Ownership | None = None
         self._wakeup: PostgresWakeup | None = None
         self._half: HalfMessages | None = None
         self._loops_: DeliveryLoops | None = None
@@ -123,10 +121,20 @@ class DatabaseBus:
         return self._loops_
 
     async def start(self, runtime: BusRuntime) -> None:
+        try:
+            await self._start(runtime)
+        except Exception as exc:
+            lost = runtime.database.unavailable(exc)
+            if lost is None or lost is exc:
+                raise
+            raise lost from exc
+
+    async def _start(self, runtime: BusRuntime) -> None:
         self._runtime = runtime
         db = runtime.database
         self._loops_ = DeliveryLoops(db, self.run_interval)
         self._leases = Leases(db, self.owner, self.lease_ttl)
+        self._ownership = Ownership(self._leases, self.lease_ttl)
         self._half = HalfMessages(db, runtime.engine, self.tx_check_timeout, self.notify)
         if db.dialect == "postgresql":
             self._wakeup = PostgresWakeup(db, OUTBOX_CHANNEL)
@@ -165,11 +173,11 @@ class DatabaseBus:
                 await runner.flush()
         if self._wakeup is not None:
             await self._wakeup.close()
-        if self._leases is not None and self.runners:
+        if self._leases is not None:
             with contextlib.suppress(Exception):  # leases expire on their own otherwise
-                for name in list(self.runners):
-                    await self._leases.release(_SUB + name)
-                await self._leases.release(_WORKER + self.owner)
+                # Subscriptions and jobs are free for the next owner at once; this process's
+                # own heartbeat rows are deleted, so stopped workers leave nothing behind.
+                await self._leases.release_all(forget=(WORKER, MEMBER))
         self.runners.clear()
 
     def notify(self, envelopes: Sequence[Envelope]) -> None:
@@ -194,26 +202,24 @@ class DatabaseBus:
 
     async def _heartbeat(self) -> None:
         """Renew what we own, drop what we lost, take our fair share of the free ones."""
-        assert self._leases is not None
+        assert self._ownership is not None
+        leases = self._ownership.leases
         subs = {s.name: s for s in self.runtime.active_subscriptions()}
-        await self._leases.acquire(_WORKER + self.owner)
-        workers = max(1, len(await self._leases.live(_WORKER)))
-        share = math.ceil(len(subs) / workers)
+        await self._ownership.announce(s.group for s in subs.values())
         for name in list(self.runners):
-            if not await self._leases.acquire(_SUB + name):
+            if not await leases.acquire(SUB + name):
                 log.warning("lost the lease of %s; another worker delivers it now", name)
                 self._drop(name)
-        for name in list(self.runners)[share:]:
+        plan = await self._ownership.plan({n: s.group for n, s in subs.items()}, self.runners)
+        for name in plan.release:
             self._drop(name)  # more than our share: hand it to a less busy worker
-            await self._leases.release(_SUB + name)
-        for name, sub in subs.items():
-            if len(self.runners) >= share:
-                break
-            if name in self.runners or not await self._leases.acquire(_SUB + name):
+            await leases.release(SUB + name)
+        for name in plan.take:
+            if not await leases.acquire(SUB + name):
                 continue
             runner = SubscriptionRunner(
                 self.runtime.database,
-                sub,
+                subs[name],
                 self.runtime.dead_letters,
                 concurrency=self.concurrency,
                 batch_size=self.limit_per_run,
@@ -226,6 +232,8 @@ class DatabaseBus:
             self._loops.wake.set()
 
     def _drop(self, name: str) -> None:
+        if self._ownership is not None:
+            self._ownership.dropped(name)
         runner = self.runners.pop(name, None)
         if runner is not None:
             runner.active = False  # its loops finish the current pass and end
@@ -244,6 +252,9 @@ class DatabaseBus:
             try:
                 if await self._leases.acquire("dddframe.job:tx-check"):
                     await self._half.check_stale(self.runtime.tx_checkers)
+                    # Heartbeat rows of workers that died (never stopped): gone after a while.
+                    for prefix in (WORKER, MEMBER):
+                        await self._leases.expire(prefix, grace=self.lease_ttl * 2)
                 if time.monotonic() - last_retention >= self.retention_interval:
                     last_retention = time.monotonic()
                     if await self._leases.acquire("dddframe.job:retention"):
