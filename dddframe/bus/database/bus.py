@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dddframe.bus.database.half import HalfMessage, HalfMessages
+from dddframe.bus.dead_letters import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
@@ -39,6 +40,7 @@ from dddframe.ids import uuid7
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.retention import purge_delivered, purge_inbox
+from dddframe.outbox.status import SystemStatus, database_status
 from dddframe.outbox.tables import OUTBOX_CHANNEL, positions_table
 from dddframe.outbox.wakeup import PostgresWakeup
 
@@ -105,6 +107,7 @@ class DatabaseBus:
         self._half: HalfMessages | None = None
         self._loops_: DeliveryLoops | None = None
         self._send_notify = True
+        self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -122,6 +125,8 @@ class DatabaseBus:
 
     async def start(self, runtime: BusRuntime) -> None:
         self._runtime = runtime
+        self.dead_letters = runtime.dead_letters
+        self.dead_letters.bind(runtime.database)
         db = runtime.database
         self._loops_ = DeliveryLoops(db, self.run_interval)
         self._leases = Leases(db, self.owner, self.lease_ttl)
@@ -259,6 +264,11 @@ class DatabaseBus:
         if events or inbox:
             log.info("retention removed %d delivered events and %d inbox entries", events, inbox)
         return events, inbox
+
+    async def status(self) -> SystemStatus:
+        """Positions, lag, retries and dead letters of every subscription (whichever worker
+        owns it) from the outbox tables."""
+        return await database_status(self.runtime.database, self.runtime.subscriptions)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed so far is delivered or dead-lettered, by whichever

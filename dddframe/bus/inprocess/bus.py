@@ -14,13 +14,16 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from dddframe.bus.dead_letters import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.bus.subscription import Deliver
 from dddframe.domain.envelope import Envelope
+from dddframe.errors import DddframeError
 from dddframe.outbox.reader import OutboxReader
+from dddframe.outbox.status import SystemStatus, database_status
 
 __all__ = ["DeliveryFaults", "InProcessBus"]
 
@@ -64,9 +67,12 @@ class InProcessBus:
         self.runners: list[SubscriptionRunner] = []
         self._runtime: BusRuntime | None = None
         self._loops: DeliveryLoops | None = None
+        self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
     async def start(self, runtime: BusRuntime) -> None:
         self._runtime = runtime
+        self.dead_letters = runtime.dead_letters
+        self.dead_letters.bind(runtime.database)
         self._loops = loops = DeliveryLoops(runtime.database, self.poll_interval)
         for sub in runtime.active_subscriptions():
             if self.faults is not None:
@@ -102,6 +108,12 @@ class InProcessBus:
             self.faults.after_commit(envelopes)
         if self._loops is not None:
             self._loops.wake.set()
+
+    async def status(self) -> SystemStatus:
+        """Positions, lag, retries and dead letters from the outbox tables."""
+        if self._runtime is None:
+            raise DddframeError("The in-process bus is not started: start the Application first.")
+        return await database_status(self._runtime.database, self._runtime.subscriptions)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed so far is delivered or dead-lettered."""
