@@ -5,8 +5,9 @@ Counters ``dddframe_events_delivered_total``, ``dddframe_events_failed_total`` a
 process; gauges ``dddframe_subscription_lag_events``, ``dddframe_subscription_lag_seconds`` and
 ``dddframe_subscription_dead_letters`` are set from the transport's status (:func:`update_lag`
 with ``await app.bus.status()``, right on every transport; the status page does it on every
-scrape of ``/dddframe/metrics``). Expose them with ``prometheus_client.start_http_server(9100)`` in a
-worker, or mount the status page in an API process.
+scrape of ``/dddframe/metrics``). Expose them with
+``prometheus_client.start_http_server(9100)`` in a worker, or mount the status page in an API
+process.
 
 >>> record_delivered("shop.Mailer.on_placed")
 >>> from prometheus_client import REGISTRY
