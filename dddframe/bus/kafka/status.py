@@ -21,10 +21,9 @@ does not consume (``consume=False``) sees the same as the workers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -54,7 +53,8 @@ class SubscriptionTopics:
 class _Offsets:
     committed: dict[TopicPartition, int]  # only partitions the group committed
     start: dict[TopicPartition, int]
-    end: dict[TopicPartition, int]
+    end: dict[TopicPartition, int]  # high watermarks, from fetch responses
+    first: dict[TopicPartition, datetime]  # timestamp of the first record not processed
 
     def next_of(self, tp: TopicPartition) -> int:
         """The offset the group reads next on a partition."""
@@ -123,6 +123,7 @@ class KafkaStatus:
                     for n in sorted(consumer.partitions_for_topic(t) or ())
                 ]
                 offsets[group_id] = await self._offsets(consumer, admin, group_id, tps)
+            await _fetch_ends(consumer, offsets.values(), self.timeout)
             retries = await self._retries(consumer, offsets)
             now = utcnow()
             rows = []
@@ -131,7 +132,7 @@ class KafkaStatus:
                 tps = [tp for tp in o.end if tp.topic in p.topics]
                 lagging = {tp: o.next_of(tp) for tp in tps if o.end[tp] > o.next_of(tp)}
                 committed = [o.committed[tp] for tp in tps if tp in o.committed]
-                oldest = await _oldest(consumer, lagging, self.timeout)
+                oldest = min((o.first[tp] for tp in lagging if tp in o.first), default=None)
                 rows.append(
                     SubscriptionStatus(
                         name=p.subscription,
@@ -156,12 +157,11 @@ class KafkaStatus:
         tps: Sequence[TopicPartition],
     ) -> _Offsets:
         if not tps:
-            return _Offsets({}, {}, {})
+            return _Offsets({}, {}, {}, {})
         found = await admin.list_consumer_group_offsets(group_id, partitions=list(tps))
         committed = {tp: m.offset for tp, m in found.items() if m is not None and m.offset >= 0}
         start = await consumer.beginning_offsets(list(tps))
-        end = await consumer.end_offsets(list(tps))
-        return _Offsets(committed, dict(start), dict(end))
+        return _Offsets(committed, dict(start), {}, {})
 
     async def _retries(
         self, consumer: AIOKafkaConsumer, offsets: Mapping[str, _Offsets]
@@ -181,25 +181,38 @@ class KafkaStatus:
         return counts
 
 
-async def _oldest(
-    consumer: AIOKafkaConsumer, lagging: Mapping[TopicPartition, int], timeout: float
-) -> datetime | None:
-    """The timestamp of the oldest of the first unprocessed records of these partitions."""
-    if not lagging:
-        return None
-    consumer.assign(list(lagging))
-    for tp, offset in lagging.items():
-        consumer.seek(tp, offset)
-    first: dict[TopicPartition, Any] = {}
-    deadline = time.monotonic() + timeout
-    while len(first) < len(lagging) and time.monotonic() < deadline:
-        wanted = [tp for tp in lagging if tp not in first]
-        batch = await consumer.getmany(*wanted, timeout_ms=200)
-        for tp, records in batch.items():
-            if records and tp not in first:
-                first[tp] = records[0]
-                consumer.pause(tp)
-    consumer.resume(*lagging)
-    if not first:
-        return None
-    return min(datetime.fromtimestamp(r.timestamp / 1000, UTC) for r in first.values())
+async def _fetch_ends(
+    consumer: AIOKafkaConsumer, groups: Iterable[_Offsets], timeout: float
+) -> None:
+    """Fill in the high watermark of every partition and the timestamp of the first record
+    each group has not processed, by fetching from the group's next offsets.
+
+    High watermarks come from fetch responses, not ListOffsets (which some Kafka-compatible
+    brokers, tansu 0.6 among them, answer wrongly for batched records). Each group is fetched
+    on its own, as two groups may be at different offsets of the same partition.
+    """
+    for o in groups:
+        tps = list(o.start)
+        if not tps:
+            continue
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, o.next_of(tp))
+        since = int(time.time() * 1000)
+        deadline = time.monotonic() + timeout
+        remaining = set(tps)
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading the ends of {sorted(map(str, remaining))} timed out")
+            batch = await consumer.getmany(*remaining, timeout_ms=200)
+            for tp, records in batch.items():
+                if records and tp not in o.first:
+                    o.first[tp] = datetime.fromtimestamp(records[0].timestamp / 1000, UTC)
+            for tp in list(remaining):
+                high, polled = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+                if high is None or polled is None or polled < since:
+                    continue
+                if high <= o.next_of(tp) or tp in o.first:
+                    o.end[tp] = high
+                    remaining.discard(tp)
+        consumer.unsubscribe()
