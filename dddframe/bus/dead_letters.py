@@ -220,7 +220,7 @@ class DeadLetterOperations(ABC):
         )
         if not found:
             raise DeadLetterNotFound(
-                f"No dead letter with id {dead_letter_id}; it may have been replayed or "
+                f"No parked event with id {dead_letter_id}; it may have been replayed or "
                 "purged. List them with `dddframe dead-letters list`."
             )
         return found[0]
