@@ -22,6 +22,7 @@ from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
 from tests.amqp import ops_app
 from tests.ops import ops_app as tickets
+from tests.ops.page import page_view
 from tests.services import AMQP_URL, reachable, require
 
 APP = "tests.amqp.ops_app:make_app"
@@ -102,6 +103,13 @@ async def test_status_dead_letters_and_exit_codes_on_amqp(amqp_ops: str) -> None
             )
         await _publish_poison(amqp_ops, event_id="0190a3e0-0000-7000-8000-000000000001")
         await until(lambda: _lag_is(worker, 0, dead=2), "the poison message's dead letter")
+        page, gauges = await page_view(worker, SUB)
+        assert page["dead_letters"] == 2 and gauges == {
+            "lag_events": 0,
+            "lag_seconds": 0,
+            "dead_letters": 2,
+        }
+        assert len(page["dead_letter_list"]) == 2
     code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--json")
     assert code == 2 and json.loads(out)["dead_letters"] == 2
     code, out = await asyncio.to_thread(cli_run, "dead-letters", "list", "--app", APP, "--json")

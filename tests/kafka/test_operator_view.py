@@ -25,6 +25,7 @@ from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
 from tests.kafka import ops_app
 from tests.kafka.kafka_app import Bump, kafka_bus, tallies
+from tests.ops.page import page_view
 
 APP = "tests.kafka.ops_app:make_app"
 runner = CliRunner()
@@ -92,6 +93,9 @@ async def test_status_lag_dead_letters_and_exit_codes_on_kafka(
         await writer.drain()  # the relay sent them
         row = await status_of(writer)
         assert row.lag_events == 3 and row.lag_seconds > 0 and row.dead_letters == 0
+        page, gauges = await page_view(writer, ops_app.SUB)  # the page and Prometheus agree
+        (shown,) = [s for s in page["subscriptions"] if s["name"] == ops_app.SUB]
+        assert shown["lag_events"] == 3 and gauges["lag_events"] == 3
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "2")
     assert code == 3
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "3")
@@ -103,6 +107,9 @@ async def test_status_lag_dead_letters_and_exit_codes_on_kafka(
         await worker.engine.run(Bump(tally_id=broken))
         await worker.drain()
         await until(lambda: _caught_up(worker, dead=1), "the dead letter and the commit")
+        page, gauges = await page_view(worker, ops_app.SUB)
+        assert page["dead_letters"] == 1 and len(page["dead_letter_list"]) == 1
+        assert gauges["dead_letters"] == 1 and gauges["lag_events"] == 0
         async with worker.database.connect() as conn:
             broken_id = await conn.scalar(
                 select(outbox_table.c.event_id).where(outbox_table.c.aggregate_id == str(broken))
