@@ -62,9 +62,10 @@ async def amqp_ops(postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        queue = f"{exchange}.{SUB}"
-        for name in (queue, queue + ".dlq"):
-            await channel.queue_delete(name)
+        for sub in (SUB, ops_app.SLOW):
+            queue = f"{exchange}.{sub}"
+            for name in (queue, queue + ".dlq", queue + ".delay.60000"):
+                await channel.queue_delete(name)
         await channel.exchange_delete(exchange)
 
 
@@ -139,6 +140,27 @@ async def test_status_dead_letters_and_exit_codes_on_amqp(amqp_ops: str) -> None
         await until(lambda: _lag_is(worker, 0, dead=0), "no dead letters")
     code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "0")
     assert code == 0, out
+
+
+async def test_retries_pending_in_delay_queues_seen_by_an_operator(amqp_ops: str) -> None:
+    async with ops_app.make_retrying_app() as worker:
+        await worker.create_schema()
+        await worker.engine.run(tickets.OpenTicket(title="boom-later"))
+
+        async def waiting() -> bool:
+            status = await worker.bus.status()
+            rows = {s.name: s for s in status.subscriptions}
+            return rows[ops_app.SLOW].retries_pending == 1 and rows[SUB].dead_letters == 1
+
+        await until(waiting, "the retry in the delay queue and the dead letter")
+    # A process that does not consume sees the retry in the delay queue of the one-minute
+    # interval, and nothing as lag or dead for that subscription.
+    retrying = "tests.amqp.ops_app:make_retrying_app"
+    code, out = await asyncio.to_thread(cli_run, "status", "--app", retrying, "--json")
+    rows = {s["name"]: s for s in json.loads(out)["subscriptions"]}
+    assert code == 2  # the NoRetry subscription's dead letter
+    slow = rows[ops_app.SLOW]
+    assert (slow["retries_pending"], slow["lag_events"], slow["dead_letters"]) == (1, 0, 0)
 
 
 async def _lag_is(app: Application, lag: int, dead: int = 0) -> bool:
