@@ -194,6 +194,29 @@ async def test_dead_letters_of_undecodable_records_keep_their_real_ids_oldest_fi
         assert (await worker.bus.status()).dead_letters == 0
 
 
+async def test_retry_topic_records_are_retries_pending(kafka_ops: str) -> None:
+    broken = uuid.uuid4()
+    ops_app.Failing.ids.add(str(broken))
+    async with ops_app.make_app(retrying=True) as worker:
+        await worker.create_schema()
+        await worker.engine.run(Bump(tally_id=broken))
+        # An operator process (not consuming) sees the record waiting in the retry topic.
+        async with ops_app.make_app(consume=False, retrying=True) as operator:
+
+            async def retry_pending() -> bool:
+                (row,) = (await operator.bus.status()).subscriptions
+                return row.retries_pending == 1 and row.lag_events == 0
+
+            await until(retry_pending, "the record in the retry topic", ops_app.SLOW_RETRY)
+            ops_app.Failing.ids.clear()  # the retry, when due, succeeds
+
+            async def delivered() -> bool:
+                (row,) = (await operator.bus.status()).subscriptions
+                return row.retries_pending == 0 and (str(broken), 1) in ops_app.Failing.seen
+
+            await until(delivered, "the retried record to be delivered and committed")
+
+
 def _keys_on_descending_partitions(partitions: list[int], n: int) -> list[str]:
     chosen: dict[int, str] = {}
     for i in range(1000):
