@@ -174,22 +174,24 @@ async def read_outbox(conn: AsyncConnection) -> SystemStatus:
         )
         or 0
     )
-    rows = (
-        await conn.execute(
-            select(
-                positions_table.c.subscription,
-                positions_table.c.position,
-                positions_table.c.updated_at,
-            )
-            .where(positions_table.c.subscription.like(RELAY_PREFIX + "%"))
-            .order_by(positions_table.c.subscription)
-        )
-    ).all()
     relays = []
-    for name, position, updated in rows:
-        lag, _ = await _lag(conn, int(position), None)
-        relays.append(RelayStatus(name, int(position), lag, _aware(updated)))
+    for name, (position, updated) in (await _positions(conn, relays=True)).items():
+        lag, _ = await _lag(conn, position, None)
+        relays.append(RelayStatus(name, position, lag, updated))
     return SystemStatus(now, head, unsequenced, [], relays)
+
+
+async def _positions(
+    conn: AsyncConnection, *, relays: bool
+) -> dict[str, tuple[int, datetime | None]]:
+    """Stored positions of the relays (``relay.*``) or of everything else, by name."""
+    name = positions_table.c.subscription
+    rows = await conn.execute(
+        select(name, positions_table.c.position, positions_table.c.updated_at)
+        .where(name.like(RELAY_PREFIX + "%") if relays else name.not_like(RELAY_PREFIX + "%"))
+        .order_by(name)
+    )
+    return {r[0]: (int(r[1]), _aware(r[2])) for r in rows.all()}
 
 
 async def read_status(
@@ -206,16 +208,9 @@ async def read_status(
     """
     outbox = await read_outbox(conn)
     known = dict(subscriptions or {})
-    rows = (
-        await conn.execute(
-            select(
-                positions_table.c.subscription,
-                positions_table.c.position,
-                positions_table.c.updated_at,
-            ).where(positions_table.c.subscription.not_like(RELAY_PREFIX + "%"))
-        )
-    ).all()
-    stored = {r[0]: (int(r[1]), _aware(r[2])) for r in rows}
+    stored: dict[str, tuple[int | None, datetime | None]] = dict(
+        await _positions(conn, relays=False)
+    )
     parked = await _parked_counts(conn)
     subs: list[SubscriptionStatus] = []
     for name in sorted(set(stored) | set(known)):
