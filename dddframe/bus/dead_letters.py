@@ -445,15 +445,3 @@ class DeadLetterStore(DeadLetterOperations):
             result = await conn.execute(delete(parked_table).where(*self._where(selection)))
             await conn.commit()
         return int(result.rowcount or 0)
-
-    async def pending_retries(self, subscription: str) -> int:
-        q = (
-            select(func.count())
-            .select_from(parked_table)
-            .where(
-                parked_table.c.subscription == subscription,
-                parked_table.c.state.in_([PARKED_RETRY, PARKED_WAITING]),
-            )
-        )
-        async with self.database.connect() as conn:
-            return int(await conn.scalar(q) or 0)

@@ -236,9 +236,6 @@ class KafkaDeadLetters(DeadLetterOperations):
         found = oldest_first(d for d in await self.scan() if selection.matches(d))
         return list(found[:limit] if limit is not None else found)
 
-    async def pending_retries(self, subscription: str) -> int:
-        return 0  # retries travel through the retry topic; `bus.status()` counts them
-
     async def _selected(self, selection: DeadLetterSelection) -> builtins.list[KafkaDeadLetter]:
         return oldest_first(d for d in await self.scan() if selection.matches(d))
 
