@@ -72,4 +72,22 @@ def resolve_bus(spec: Any) -> EventBus:
         return bus
     if isinstance(spec, EventBus):
         return spec
-    raise ConfigurationError(f"bus must be a transport name or an EventBus, not {spec!r}")
+    members = (
+        "name",
+        "default_retry",
+        "start",
+        "stop",
+        "notify",
+        "drain",
+        "dead_letters",
+        "status",
+    )
+    missing = [m for m in members if not hasattr(type(spec), m) and not hasattr(spec, m)]
+    raise ConfigurationError(
+        f"bus must be a transport name or an EventBus, not {spec!r}"
+        + (
+            f": it lacks {', '.join(missing)} (see dddframe.bus.protocol.EventBus)"
+            if missing
+            else ""
+        )
+    )

@@ -1,7 +1,23 @@
-"""The EventBus protocol every transport implements, and what the application hands it."""
+"""The EventBus protocol every transport implements, and what the application hands it.
+
+Besides delivering, every transport gives operators one view of itself (see
+docs/adr/0010-one-transport-interface-for-operators.md):
+
+* ``bus.dead_letters``: a :class:`DeadLetters` (list / get ("show") / count / replay / purge),
+  every method selecting with one :class:`~dddframe.bus.dead_letters.DeadLetterSelection`,
+  oldest first, with the events' real ids;
+* ``await bus.status()``: a :class:`~dddframe.outbox.status.SystemStatus` whose
+  :class:`~dddframe.outbox.status.SubscriptionStatus` rows say, per subscription, its
+  position, lag in events and seconds, retries pending and dead letters.
+
+Both work in a process that does not consume (``consume=False``: the CLI, an API process), so
+``dddframe status``, ``dddframe dead-letters``, the status page and the Prometheus gauges are
+right on every transport.
+"""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -11,13 +27,21 @@ from dddframe.bus.retry import RetryPolicy
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry
+from dddframe.outbox.status import RelayStatus, SubscriptionStatus, SystemStatus
 
 if TYPE_CHECKING:
-    from dddframe.bus.dead_letters import DeadLetterStore
+    from dddframe.bus.dead_letters import DeadLetter, DeadLetterSelection, DeadLetterStore
     from dddframe.database import Database
     from dddframe.engine.engine import Engine
 
-__all__ = ["BusRuntime", "EventBus"]
+__all__ = [
+    "BusRuntime",
+    "DeadLetters",
+    "EventBus",
+    "RelayStatus",
+    "SubscriptionStatus",
+    "SystemStatus",
+]
 
 
 @dataclass
@@ -46,6 +70,62 @@ class BusRuntime:
 
 
 @runtime_checkable
+class DeadLetters(Protocol):
+    """The dead letters of one transport, for operators (``app.dead_letters``).
+
+    Every method turns its arguments into one
+    :class:`~dddframe.bus.dead_letters.DeadLetterSelection` (ids, subscription, aggregate id,
+    state) and :meth:`select` is the one query behind them; results are oldest first and carry
+    the event's real ``event_id`` (from the stored envelope, or the record's or message's
+    headers when its body cannot be decoded). ``replay`` and ``purge`` refuse an empty
+    selection (a forgotten filter never acts on everything) and act on dead letters only.
+    :class:`~dddframe.bus.dead_letters.DeadLetterOperations` implements all of it from three
+    methods a transport writes (``select``, ``resend``, ``discard``).
+    """
+
+    async def select(
+        self, selection: DeadLetterSelection, *, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """The parked events the selection matches, oldest first (at most ``limit``)."""
+
+    async def list(
+        self,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        state: str | None = "dead",
+        limit: int = 100,
+    ) -> builtins.list[DeadLetter]:
+        """Dead letters (``state=None``: every parked event the transport can see)."""
+
+    async def get(self, dead_letter_id: int) -> DeadLetter:
+        """One dead letter by the id ``list`` showed ("show"); DeadLetterNotFound if gone."""
+
+    async def count(self, *, subscription: str | None = None, state: str | None = "dead") -> int:
+        """How many parked events match."""
+
+    async def replay(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Deliver the selected dead letters again (attempts reset); returns how many."""
+
+    async def purge(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        subscription: str | None = None,
+        aggregate_id: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Delete the selected dead letters for good; returns how many."""
+
+
+@runtime_checkable
 class EventBus(Protocol):
     """A transport that delivers committed outbox events to subscriptions.
 
@@ -64,3 +144,11 @@ class EventBus(Protocol):
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed before the call is delivered or dead-lettered."""
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The transport's dead letters (available once started, also with consume=False)."""
+
+    async def status(self) -> SystemStatus:
+        """Every subscription's position, lag, retries pending and dead letters, and the
+        outbox head and relays (available once started, also with consume=False)."""

@@ -1,8 +1,10 @@
 """``dddframe dead-letters list|show|replay|purge``: operate on dead letters.
 
-Works on ``app.dead_letters``, so every transport that keeps dead letters (the database store,
-or a transport's own ``dead_letters``) is operated the same way. Exit codes: 0 done, 1 nothing
-found, 2 bad usage.
+Works on ``app.dead_letters``, the transport's :class:`~dddframe.bus.protocol.DeadLetters`
+(database rows, Kafka dead-letter topics, AMQP dead-letter queues), so every transport is
+operated the same way. Stored texts (errors, tracebacks, payloads) are shown as data: markup
+escaped, control characters removed (:func:`dddframe.cli.output.safe`). Exit codes: 0 done, 1
+nothing found, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dddframe.app.application import Application
 from dddframe.bus import TRANSPORTS
 from dddframe.bus.dead_letters import DeadLetter
 from dddframe.cli.loading import load_app
-from dddframe.errors import DeadLetterNotFound
+from dddframe.cli.output import safe
+from dddframe.domain.envelope import Envelope
+from dddframe.errors import DeadLetterNotFound, PoisonEvent
 
 app = typer.Typer(help="List, show, replay and purge dead letters.", no_args_is_help=True)
 console = Console()
@@ -58,8 +62,19 @@ def _run(app_spec: str, bus: str | None, action: Callable[[Application], Awaitab
     return asyncio.run(main())
 
 
+def _version(d: DeadLetter) -> object:
+    """The aggregate version of a dead letter, "?" when its stored envelope is unreadable."""
+    try:
+        return d.envelope.aggregate_version
+    except PoisonEvent:
+        return "?"
+
+
 def _as_dict(d: DeadLetter, *, full: bool = False) -> dict[str, Any]:
-    env = d.envelope
+    try:
+        env: Envelope | None = d.envelope
+    except PoisonEvent:  # a stored envelope that no longer decodes is shown, not a crash
+        env = None
     out: dict[str, Any] = {
         "id": d.id,
         "subscription": d.subscription,
@@ -67,7 +82,7 @@ def _as_dict(d: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         "event_id": d.event_id,
         "name": d.name,
         "aggregate": d.ordering_key,
-        "aggregate_version": env.aggregate_version,
+        "aggregate_version": env.aggregate_version if env is not None else None,
         "attempts": d.attempts,
         "error": d.error,
         "created_at": d.created_at.isoformat(),
@@ -75,8 +90,8 @@ def _as_dict(d: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     }
     if full:
         out["traceback"] = d.traceback
-        out["headers"] = env.headers
-        out["payload"] = env.payload_json
+        out["headers"] = env.headers if env is not None else None
+        out["payload"] = env.payload_json if env is not None else d.envelope_text
     return out
 
 
@@ -112,11 +127,11 @@ def list_(
         for d in letters:
             table.add_row(
                 str(d.id),
-                d.subscription,
-                d.name,
-                f"{d.ordering_key} v{d.envelope.aggregate_version}",
+                safe(d.subscription),
+                safe(d.name),
+                safe(f"{d.ordering_key} v{_version(d)}"),
                 str(d.attempts),
-                (d.error or "")[:120],
+                safe((d.error or "")[:120]),
                 d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
         console.print(table)
@@ -143,9 +158,9 @@ def show(
         return
     for key, value in data.items():
         if key != "traceback":
-            console.print(f"[bold]{key}[/]: {value}")
+            console.print(f"[bold]{key}[/]: {safe(value)}", highlight=False)
     console.print("[bold]traceback[/]:")
-    console.print(d.traceback or "(none)", markup=False, highlight=False)
+    console.print(safe(d.traceback or "(none)"), highlight=False)
 
 
 def _selection(

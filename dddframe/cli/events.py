@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dddframe.cli.loading import load_app
+from dddframe.cli.output import safe
 from dddframe.cli.process import stop_on_signals
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -49,10 +50,11 @@ def format_event(env: Envelope, *, as_json: bool) -> str:
             separators=(",", ":"),
         )
     aggregate = f"{env.aggregate_type}:{env.aggregate_id}" if env.aggregate_id else "-"
-    return (
+    return safe(
         f"{env.position:>8} {env.occurred_at.isoformat(timespec='milliseconds')} "
         f"{env.name} {aggregate} v{env.aggregate_version or '-'} {env.event_id} "
-        f"correlation={env.correlation_id or '-'} {env.payload_json}"
+        f"correlation={env.correlation_id or '-'} {env.payload_json}",
+        markup=False,
     )
 
 
@@ -147,5 +149,5 @@ def tail(
     except KeyboardInterrupt:
         return
     except Exception as exc:
-        Console(stderr=True).print(f"[red]cannot read events:[/red] {exc}")
+        Console(stderr=True).print(f"[red]cannot read events:[/red] {safe(exc)}")
         raise typer.Exit(1) from exc

@@ -1,6 +1,10 @@
 """``dddframe status``: per subscription position, lag, retries and dead letters; per relay the
 last position sent. A rich table for people, ``--json`` for scripts.
 
+Everything comes from ``await app.bus.status()``, the transport's own view (outbox positions on
+the in-process and database buses, committed offsets on Kafka, queue depths on RabbitMQ), read
+by a process that does not consume.
+
 Exit codes: 0 healthy, 1 the application or database could not be read, 2 dead letters exist,
 3 a subscription lags more than ``--max-lag`` events or ``--max-lag-seconds``.
 """
@@ -16,7 +20,8 @@ from rich.table import Table
 
 from dddframe.app.application import Application
 from dddframe.cli.loading import load_app
-from dddframe.outbox.status import SystemStatus, read_status
+from dddframe.cli.output import safe
+from dddframe.outbox.status import SystemStatus
 
 __all__ = [
     "EXIT_DEAD_LETTERS",
@@ -34,10 +39,9 @@ EXIT_LAGGING = 3
 
 
 async def application_status(app: Application) -> SystemStatus:
-    """The :class:`~dddframe.outbox.status.SystemStatus` of a started application."""
-    names = {s.name: s.event_names for s in app.subscriptions}
-    async with app.database.connect() as conn:
-        return await read_status(conn, names)
+    """The :class:`~dddframe.outbox.status.SystemStatus` of a started application, as its
+    transport reports it (``await app.bus.status()``)."""
+    return await app.bus.status()
 
 
 async def _read(app_spec: str) -> SystemStatus:
@@ -52,7 +56,7 @@ def _render(result: SystemStatus, console: Console) -> None:
         table.add_column(col, justify="left" if col == "subscription" else "right")
     for s in result.subscriptions:
         table.add_row(
-            s.name,
+            safe(s.name),
             "-" if s.position is None else str(s.position),
             str(s.lag_events),
             f"{s.lag_seconds:.1f}",
@@ -66,7 +70,7 @@ def _render(result: SystemStatus, console: Console) -> None:
             relays.add_column(col, justify="left" if col == "relay" else "right")
         for r in result.relays:
             updated = r.updated_at.isoformat(timespec="seconds") if r.updated_at else "-"
-            relays.add_row(r.name, str(r.last_sent), str(r.lag_events), updated)
+            relays.add_row(safe(r.name), str(r.last_sent), str(r.lag_events), updated)
         console.print(relays)
     if result.unsequenced:
         console.print(f"{result.unsequenced} committed event(s) not sequenced yet")
@@ -90,7 +94,7 @@ def status(
     try:
         result = asyncio.run(_read(app_spec))
     except Exception as exc:  # one line for scripts, not a traceback
-        Console(stderr=True).print(f"[red]cannot read status:[/red] {exc}")
+        Console(stderr=True).print(f"[red]cannot read status:[/red] {safe(exc)}")
         raise typer.Exit(EXIT_ERROR) from exc
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

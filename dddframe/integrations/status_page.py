@@ -1,5 +1,6 @@
-"""The operator status page at ``/dddframe/``: subscriptions with their lag, dead letters with
-their errors and a replay button, and events per minute over the last minutes as a small
+"""The operator status page at ``/dddframe/``: subscriptions with their lag (as the transport
+reports it: ``await app.bus.status()``), dead letters with their errors and a replay button
+(``app.dead_letters``), and events per minute over the last minutes as a small
 inline SVG chart (no scripts or styles from a CDN: it works without internet).
 
 Off by default. Mount it with a token; every request must carry it as ``Authorization: Bearer
@@ -33,7 +34,7 @@ from dddframe.app.application import Application
 from dddframe.bus.dead_letters import DeadLetter
 from dddframe.errors import ConfigurationError, DeadLetterNotFound
 from dddframe.observability import metrics as _metrics
-from dddframe.outbox.status import SystemStatus, read_status, throughput
+from dddframe.outbox.status import SystemStatus, throughput
 
 __all__ = ["status_router"]
 
@@ -63,9 +64,8 @@ def _check_token(expected: str) -> Any:
 async def _snapshot(
     app: Application, minutes: int
 ) -> tuple[SystemStatus, list[Any], list[DeadLetter]]:
-    names = {s.name: s.event_names for s in app.subscriptions}
+    current = await app.bus.status()
     async with app.database.connect() as conn:
-        current = await read_status(conn, names)
         rates = await throughput(conn, minutes=minutes)
     dead = await app.dead_letters.list(limit=100)
     return current, rates, dead
@@ -213,9 +213,7 @@ def status_router(
             )
         import prometheus_client
 
-        names = {s.name: s.event_names for s in app.subscriptions}
-        async with app.database.connect() as conn:
-            _metrics.update_lag(await read_status(conn, names))
+        _metrics.update_lag(await app.bus.status())
         return Response(
             prometheus_client.generate_latest(found.registry),
             media_type=prometheus_client.CONTENT_TYPE_LATEST,

@@ -2,10 +2,12 @@
 
 Counters ``dddframe_events_delivered_total``, ``dddframe_events_failed_total`` and
 ``dddframe_events_dead_lettered_total`` (label ``subscription``) count deliveries in this
-process; gauges ``dddframe_subscription_lag_events`` and ``dddframe_subscription_lag_seconds``
-are set from a status read (:func:`update_lag`; the status page does it on every scrape of
-``/dddframe/metrics``). Expose them with ``prometheus_client.start_http_server(9100)`` in a
-worker, or mount the status page in an API process.
+process; gauges ``dddframe_subscription_lag_events``, ``dddframe_subscription_lag_seconds`` and
+``dddframe_subscription_dead_letters`` are set from the transport's status (:func:`update_lag`
+with ``await app.bus.status()``, right on every transport; the status page does it on every
+scrape of ``/dddframe/metrics``). Expose them with
+``prometheus_client.start_http_server(9100)`` in a worker, or mount the status page in an API
+process.
 
 >>> record_delivered("shop.Mailer.on_placed")
 >>> from prometheus_client import REGISTRY
@@ -121,7 +123,7 @@ def record_dead_lettered(subscription: str) -> None:
 
 
 def update_lag(status: SystemStatus) -> None:
-    """Set the lag and dead-letter gauges from a :func:`~dddframe.outbox.status.read_status`."""
+    """Set the lag and dead-letter gauges from a status (``await app.bus.status()``)."""
     m = metrics()
     if m is None:
         return

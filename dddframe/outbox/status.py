@@ -21,14 +21,16 @@ relays (outbox -> broker); every other row is a subscription.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dddframe.database import Database
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import (
     PARKED_DEAD,
@@ -44,11 +46,24 @@ __all__ = [
     "RelayStatus",
     "SubscriptionStatus",
     "SystemStatus",
+    "age",
+    "database_status",
+    "read_outbox",
     "read_status",
     "throughput",
 ]
 
 RELAY_PREFIX = "relay."
+
+
+class Subscribed(Protocol):
+    """What a status needs of a subscription: its name and event names."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def event_names(self) -> frozenset[str]: ...
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -59,11 +74,16 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionStatus:
-    """One subscription: ``position`` is None when it has not started yet.
+    """One subscription, as every transport reports it (``await bus.status()``).
 
-    ``lag_events``: sequenced events after its position (only its event names when known);
-    ``lag_seconds``: age of the oldest of them (0 when caught up); ``retries_pending``: parked
-    events waiting for a retry or behind one; ``dead_letters``: parked events that ran out.
+    ``position``: how far it got, None before it started (the in-process and database buses:
+    its outbox position; Kafka: the sum of its consumer group's committed offsets; AMQP: None,
+    a queue has no position). ``lag_events``: events it has not handled yet (outbox events
+    after its position; records after the committed offsets of its topics; messages ready in
+    its queue); ``lag_seconds``: the age of the oldest of them (0 when caught up);
+    ``retries_pending``: events waiting for a retry or behind one (parked rows; records in the
+    group's retry topic; messages in its delay queues); ``dead_letters``: dead letters stored
+    for it (parked rows; the dead-letter topic; its ``.dlq`` queue).
     """
 
     name: str
@@ -143,19 +163,10 @@ async def _lag(
     return count, _aware(oldest)
 
 
-async def read_status(
-    conn: AsyncConnection,
-    subscriptions: Mapping[str, Collection[str] | None] | None = None,
-) -> SystemStatus:
-    """Read positions, lag and parked counts.
-
-    ``subscriptions`` maps the application's subscription names to their event names (None: all
-    events), so lag counts only the events a subscription receives and subscriptions that have
-    not stored a position yet are listed too. Positions found in the table but not named are
-    listed with lag over every event.
-    """
+async def read_outbox(conn: AsyncConnection) -> SystemStatus:
+    """The outbox part of a status, the same on every transport: the head, the committed rows
+    not sequenced yet and the relays (``relay.*`` positions); no subscriptions."""
     now = utcnow()
-    known = dict(subscriptions or {})
     head = int(await conn.scalar(select(func.max(outbox_table.c.position))) or 0)
     unsequenced = int(
         await conn.scalar(
@@ -163,39 +174,76 @@ async def read_status(
         )
         or 0
     )
-    rows = (
-        await conn.execute(
-            select(
-                positions_table.c.subscription,
-                positions_table.c.position,
-                positions_table.c.updated_at,
-            ).order_by(positions_table.c.subscription)
-        )
-    ).all()
-    stored = {r[0]: (int(r[1]), _aware(r[2])) for r in rows}
+    relays = []
+    for name, (position, updated) in (await _positions(conn, relays=True)).items():
+        lag, _ = await _lag(conn, position, None)
+        relays.append(RelayStatus(name, position, lag, updated))
+    return SystemStatus(now, head, unsequenced, [], relays)
+
+
+async def _positions(
+    conn: AsyncConnection, *, relays: bool
+) -> dict[str, tuple[int, datetime | None]]:
+    """Stored positions of the relays (``relay.*``) or of everything else, by name."""
+    name = positions_table.c.subscription
+    rows = await conn.execute(
+        select(name, positions_table.c.position, positions_table.c.updated_at)
+        .where(name.like(RELAY_PREFIX + "%") if relays else name.not_like(RELAY_PREFIX + "%"))
+        .order_by(name)
+    )
+    return {r[0]: (int(r[1]), _aware(r[2])) for r in rows.all()}
+
+
+async def read_status(
+    conn: AsyncConnection,
+    subscriptions: Mapping[str, Collection[str] | None] | None = None,
+) -> SystemStatus:
+    """The status of subscriptions that keep their position in the outbox (the in-process and
+    database buses): positions, lag and parked counts.
+
+    ``subscriptions`` maps the application's subscription names to their event names (None: all
+    events), so lag counts only the events a subscription receives and subscriptions that have
+    not stored a position yet are listed too. Positions found in the table but not named are
+    listed with lag over every event.
+    """
+    outbox = await read_outbox(conn)
+    known = dict(subscriptions or {})
+    stored: dict[str, tuple[int | None, datetime | None]] = dict(
+        await _positions(conn, relays=False)
+    )
     parked = await _parked_counts(conn)
     subs: list[SubscriptionStatus] = []
-    relays: list[RelayStatus] = []
     for name in sorted(set(stored) | set(known)):
         position, updated = stored.get(name, (None, None))
-        if name.startswith(RELAY_PREFIX):
-            lag, _ = await _lag(conn, position or 0, None)
-            relays.append(RelayStatus(name, position or 0, lag, updated))
-            continue
         lag, oldest = await _lag(conn, position or 0, known.get(name))
         subs.append(
             SubscriptionStatus(
                 name=name,
                 position=position,
                 lag_events=lag,
-                lag_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+                lag_seconds=age(outbox.at, oldest),
                 retries_pending=parked.get((name, PARKED_RETRY), 0)
                 + parked.get((name, PARKED_WAITING), 0),
                 dead_letters=parked.get((name, PARKED_DEAD), 0),
                 updated_at=updated,
             )
         )
-    return SystemStatus(now, head, unsequenced, subs, relays)
+    return dataclasses.replace(outbox, subscriptions=subs)
+
+
+async def database_status(
+    database: Database, subscriptions: Iterable[Subscribed] = ()
+) -> SystemStatus:
+    """:func:`read_status` on a connection of its own, for the application's subscriptions."""
+    async with database.connect() as conn:
+        return await read_status(conn, {s.name: s.event_names for s in subscriptions})
+
+
+def age(now: datetime, oldest: datetime | None) -> float:
+    """Seconds from ``oldest`` (naive means UTC, as some drivers return it) to ``now``; 0 when
+    there is nothing pending."""
+    at = _aware(oldest)
+    return max(0.0, (now - at).total_seconds()) if at is not None else 0.0
 
 
 async def throughput(

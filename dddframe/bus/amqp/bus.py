@@ -18,6 +18,7 @@ from dddframe.bus.amqp.consumer import SubscriptionConsumer
 from dddframe.bus.amqp.dead_letters import AmqpDeadLetters
 from dddframe.bus.amqp.options import AmqpListenerOptions
 from dddframe.bus.amqp.relay import RELAY_POSITION, AmqpRelay
+from dddframe.bus.amqp.status import AmqpStatus
 from dddframe.bus.amqp.topology import Topology, delay_queue_name, dlq_name, routing_keys
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
@@ -27,6 +28,7 @@ from dddframe.domain.limits import check_bytes
 from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.reader import OutboxReader, PositionStore
+from dddframe.outbox.status import SystemStatus
 from dddframe.outbox.tables import OUTBOX_CHANNEL
 from dddframe.outbox.wakeup import PostgresWakeup
 
@@ -115,6 +117,14 @@ class AmqpBus:
         self.dead_letters = AmqpDeadLetters(
             self._new_channel, self._subscription_names, self.topology.queue_of
         )
+        self._status = AmqpStatus(
+            self._new_channel,
+            self.topology,
+            lambda: self.runtime.database,
+            lambda: self.runtime.subscriptions,
+            self.dead_letters,
+            self._local_delays,
+        )
 
     @property
     def runtime(self) -> BusRuntime:
@@ -124,6 +134,21 @@ class AmqpBus:
 
     def _subscription_names(self) -> list[str]:
         return [s.name for s in self.runtime.subscriptions]
+
+    def _local_delays(self, subscription: str) -> list[int]:
+        """The delay queues (ms) this process's consumer of a subscription uses right now."""
+        return [
+            h.delay_ms
+            for c in self.consumers
+            if c.subscription.name == subscription
+            for h in c._holds.values()
+            if h.delay_ms
+        ]
+
+    async def status(self) -> SystemStatus:
+        """Queue depths of every subscription's queue, delay queues and dead-letter queue
+        (see :mod:`dddframe.bus.amqp.status`)."""
+        return await self._status.read()
 
     async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
         if self._connection is None:

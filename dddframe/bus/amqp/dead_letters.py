@@ -1,5 +1,5 @@
 """Dead letters of the AMQP bus: the ``<subscription>.dlq`` queues, with the operator API of
-:class:`~dddframe.bus.dead_letters.DeadLetterStore` (list, get, replay, purge), so
+:class:`~dddframe.bus.protocol.DeadLetters` (list, get, count, replay, purge), so
 ``app.dead_letters`` and ``dddframe dead-letters ... --app`` work the same on every bus.
 
 Listing reads the queue and puts every message back (nack with requeue keeps the order);
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +25,16 @@ from dddframe.bus.amqp.messages import (
     header_int,
 )
 from dddframe.bus.amqp.topology import dlq_name
-from dddframe.bus.codec import encode_envelope
-from dddframe.bus.dead_letters import DeadLetter, DeadLetterSelection, Parked
+from dddframe.bus.codec import HEADER_PREFIX, encode_envelope
+from dddframe.bus.dead_letters import (
+    DeadLetter,
+    DeadLetterOperations,
+    DeadLetterSelection,
+    Parked,
+    oldest_first,
+)
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import DeadLetterNotFound, PoisonEvent
+from dddframe.errors import PoisonEvent
 
 __all__ = ["AmqpDeadLetters"]
 
@@ -36,22 +42,49 @@ Visit = Callable[[str, aio_pika.abc.AbstractIncomingMessage, Parked], Awaitable[
 """Returns what to do with a message: "keep", "replay" or "drop"."""
 
 
+def _header(headers: Mapping[str, Any], key: str) -> str:
+    value = headers.get(key)
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _event_id(message: aio_pika.abc.AbstractIncomingMessage) -> str:
+    """The real event id of a message: its ``dddframe-event-id`` header, else its message id
+    (the relay sets it to the event id); "" when neither is a UUID."""
+    for candidate in (
+        _header(message.headers or {}, HEADER_PREFIX + "event-id"),
+        message.message_id or "",
+    ):
+        try:
+            return str(uuid.UUID(candidate))
+        except ValueError:
+            continue
+    return ""
+
+
 def _parked(subscription: str, message: aio_pika.abc.AbstractIncomingMessage) -> Parked:
     headers = message.headers or {}
     try:
         env = from_message(message)
+        event_id = str(env.event_id)
     except PoisonEvent:
+        # An undecodable message keeps the event id its headers (or message id) carry; an
+        # empty id when it has none, never an invented one.
+        event_id = _event_id(message)
         env = Envelope(
-            event_id=uuid.UUID(int=0),
-            name=str(headers.get("dddframe-name", "?")),
+            event_id=uuid.UUID(event_id) if event_id else uuid.UUID(int=0),
+            name=_header(headers, HEADER_PREFIX + "name") or "<not a dddframe message>",
             payload_json=message.body.decode(errors="replace"),
+            aggregate_type=_header(headers, HEADER_PREFIX + "aggregate-type") or None,
+            aggregate_id=_header(headers, HEADER_PREFIX + "aggregate-id") or None,
         )
     dead_at = datetime.fromtimestamp(float(headers.get("x-dddframe-dead-at", 0) or 0), UTC)  # type: ignore[arg-type]
     reason = headers.get(REASON)
     return Parked(
         id=header_int(message, "x-dddframe-dead-id"),
         subscription=subscription,
-        event_id=str(env.event_id),
+        event_id=event_id,
         position=None,
         ordering_key=env.ordering_key,
         name=env.name,
@@ -66,7 +99,7 @@ def _parked(subscription: str, message: aio_pika.abc.AbstractIncomingMessage) ->
     )
 
 
-class AmqpDeadLetters:
+class AmqpDeadLetters(DeadLetterOperations):
     """Operator access to the dead-letter queues of the bus's subscriptions."""
 
     def __init__(
@@ -118,75 +151,38 @@ class AmqpDeadLetters:
             await channel.close()
         return acted
 
-    async def list(
-        self,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        state: str | None = "dead",
-        limit: int = 100,
+    async def select(
+        self, selection: DeadLetterSelection, *, limit: int | None = None
     ) -> builtins.list[DeadLetter]:
+        """The messages of the dead-letter queues the selection matches, oldest first (by when
+        they were dead-lettered); ``state="waiting"``: those queued behind a dead letter."""
         found: builtins.list[DeadLetter] = []
 
         async def collect(sub: str, message: Any, parked: Parked) -> str:
-            if (state is None or parked.state == state) and (
-                aggregate_id is None or parked.ordering_key.endswith(f":{aggregate_id}")
-            ):
+            if selection.matches(parked):
                 found.append(parked)
             return "keep"
 
-        await self._visit(subscription, collect)
-        return found[:limit]
+        await self._visit(selection.subscription, collect)
+        ordered = oldest_first(found)
+        return ordered[:limit] if limit is not None else ordered
 
-    async def get(self, dead_letter_id: int) -> DeadLetter:
-        for d in await self.list(state=None, limit=10**9):
-            if d.id == dead_letter_id:
-                return d
-        raise DeadLetterNotFound(
-            f"No dead letter with id {dead_letter_id}; it may have been replayed or purged. "
-            "List them with `dddframe dead-letters list`."
-        )
-
-    async def count(self, *, subscription: str | None = None, state: str = "dead") -> int:
-        return len(await self.list(subscription=subscription, state=state, limit=10**9))
-
-    async def replay(
-        self,
-        ids: Sequence[int] | None = None,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        everything: bool = False,
-    ) -> int:
+    async def replay_selection(self, selection: DeadLetterSelection) -> int:
         """Move dead letters (and the messages waiting behind them) back to their queue."""
-        match = DeadLetterSelection.of(
-            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
-        ).matches
         replayed_keys: set[tuple[str, str]] = set()
 
         async def act(sub: str, message: Any, parked: Parked) -> str:
-            if match(parked) or (
+            if selection.matches(parked) or (
                 parked.state == "waiting" and (sub, parked.ordering_key) in replayed_keys
             ):
                 replayed_keys.add((sub, parked.ordering_key))
                 return "replay"
             return "keep"
 
-        return await self._visit(subscription, act)
+        return await self._visit(selection.subscription, act)
 
-    async def purge(
-        self,
-        ids: Sequence[int] | None = None,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        everything: bool = False,
-    ) -> int:
-        match = DeadLetterSelection.of(
-            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
-        ).matches
-
+    async def purge_selection(self, selection: DeadLetterSelection) -> int:
         async def act(sub: str, message: Any, parked: Parked) -> str:
-            return "drop" if match(parked) else "keep"
+            return "drop" if selection.matches(parked) else "keep"
 
-        return await self._visit(subscription, act)
+        return await self._visit(selection.subscription, act)

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from dddframe.bus.database.half import HalfMessage, HalfMessages
 from dddframe.bus.database.options import DatabaseListenerOptions
 from dddframe.bus.database.ownership import MEMBER, SUB, WORKER, Ownership
+from dddframe.bus.dead_letters import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
@@ -40,6 +41,7 @@ from dddframe.ids import uuid7
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.retention import purge_delivered, purge_inbox
+from dddframe.outbox.status import SystemStatus, database_status
 from dddframe.outbox.tables import OUTBOX_CHANNEL, positions_table
 from dddframe.outbox.wakeup import PostgresWakeup
 
@@ -105,6 +107,7 @@ class DatabaseBus:
         self._half: HalfMessages | None = None
         self._loops_: DeliveryLoops | None = None
         self._send_notify = True
+        self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class DatabaseBus:
 
     async def _start(self, runtime: BusRuntime) -> None:
         self._runtime = runtime
+        self.dead_letters = runtime.dead_letters
+        self.dead_letters.bind(runtime.database)
         db = runtime.database
         self._loops_ = DeliveryLoops(db, self.run_interval)
         self._leases = Leases(db, self.owner, self.lease_ttl)
@@ -272,6 +277,11 @@ class DatabaseBus:
         if events or inbox:
             log.info("retention removed %d delivered events and %d inbox entries", events, inbox)
         return events, inbox
+
+    async def status(self) -> SystemStatus:
+        """Positions, lag, retries and dead letters of every subscription (whichever worker
+        owns it) from the outbox tables."""
+        return await database_status(self.runtime.database, self.runtime.subscriptions)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed so far is delivered or dead-lettered, by whichever

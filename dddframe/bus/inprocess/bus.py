@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from dddframe.bus.dead_letters import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.inprocess.options import InProcessListenerOptions
 from dddframe.bus.loops import DeliveryLoops
@@ -24,6 +25,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.errors import NotStarted
 from dddframe.outbox.reader import OutboxReader
+from dddframe.outbox.status import SystemStatus, database_status
 
 __all__ = ["DeliveryFaults", "InProcessBus"]
 
@@ -68,9 +70,12 @@ class InProcessBus:
         self.runners: list[SubscriptionRunner] = []
         self._runtime: BusRuntime | None = None
         self._loops: DeliveryLoops | None = None
+        self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
     async def start(self, runtime: BusRuntime) -> None:
         self._runtime = runtime
+        self.dead_letters = runtime.dead_letters
+        self.dead_letters.bind(runtime.database)
         self._loops = loops = DeliveryLoops(runtime.database, self.poll_interval)
         for sub in runtime.active_subscriptions():
             if self.faults is not None:
@@ -119,6 +124,12 @@ class InProcessBus:
         if self._runtime is None:
             raise NotStarted("The in-process bus is not started: start the Application first.")
         return await self._runtime.engine.publish(name, payload, key=key, headers=headers)
+
+    async def status(self) -> SystemStatus:
+        """Positions, lag, retries and dead letters from the outbox tables."""
+        if self._runtime is None:
+            raise NotStarted("The in-process bus is not started: start the Application first.")
+        return await database_status(self._runtime.database, self._runtime.subscriptions)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed so far is delivered or dead-lettered."""

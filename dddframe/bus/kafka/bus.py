@@ -28,6 +28,7 @@ from dddframe.bus.kafka.options import KafkaListenerOptions
 from dddframe.bus.kafka.push import push_deliver
 from dddframe.bus.kafka.records import Headers
 from dddframe.bus.kafka.relay import Relay, ensure_topics
+from dddframe.bus.kafka.status import KafkaStatus, SubscriptionTopics
 from dddframe.bus.kafka.topics import ROUTE_CLUSTER, ROUTE_TOPIC, TopicNaming
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
@@ -39,6 +40,7 @@ from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.sequencer import Sequencer
+from dddframe.outbox.status import SystemStatus
 from dddframe.outbox.tables import OUTBOX_CHANNEL, positions_table
 from dddframe.outbox.wakeup import PostgresWakeup
 
@@ -132,6 +134,13 @@ class KafkaBus:
         self.dead_letters = KafkaDeadLetters(
             self.clusters, self.naming, self._groups_by_cluster, self._send_once
         )
+        self._status = KafkaStatus(
+            self.clusters,
+            self.naming,
+            lambda: self.runtime.database,
+            self._subscription_topics,
+            self.dead_letters,
+        )
         self._runtime: BusRuntime | None = None
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._producer_lock = asyncio.Lock()
@@ -180,6 +189,25 @@ class KafkaBus:
         for cluster, group in self._plan(self._runtime.subscriptions):
             out.setdefault(cluster, []).append(group)
         return out
+
+    def _subscription_topics(self) -> list[SubscriptionTopics]:
+        """Where every subscription of the application reads (consumed here or not)."""
+        out: list[SubscriptionTopics] = []
+        for sub in self.runtime.subscriptions:
+            by_cluster: dict[str, set[str]] = {}
+            for name in sub.event_names:
+                by_cluster.setdefault(self._consumed_on(sub, name), set()).add(
+                    self.naming.topic_for(name)
+                )
+            for cname, topics in sorted(by_cluster.items()):
+                group_id = self.group_id(sub.group)
+                out.append(SubscriptionTopics(sub.name, cname, group_id, frozenset(topics)))
+        return out
+
+    async def status(self) -> SystemStatus:
+        """Committed offsets against the end of each subscription's topics, its retries and
+        dead letters (see :mod:`dddframe.bus.kafka.status`)."""
+        return await self._status.read()
 
     # -- lifecycle --------------------------------------------------------------------------
 

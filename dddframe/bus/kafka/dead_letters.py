@@ -1,9 +1,10 @@
 """Dead letters kept in Kafka: the dead-letter topic of each consumer group (``fail_prefix``).
 
-``bus.dead_letters`` has the methods of :class:`dddframe.bus.dead_letters.DeadLetterStore`
-(list/get/count/replay/purge), so ``app.dead_letters``, ``dddframe dead-letters ...`` and the
-status page work unchanged. Kafka cannot delete single records, so replaying or purging a dead
-letter appends a *resolution marker* to the same topic; listing reads the topic and leaves
+``bus.dead_letters`` is the transport's :class:`~dddframe.bus.protocol.DeadLetters`
+(list/get/count/replay/purge, oldest first by the time the record was dead-lettered), so
+``app.dead_letters``, ``dddframe dead-letters ...`` and the status page work unchanged.
+Kafka cannot delete single records, so replaying or purging a dead letter appends a
+*resolution marker* to the same topic; listing reads the topic and leaves
 resolved letters out. Replay re-publishes the record to the group's retry topic, addressed to
 the subscription that gave up on it, due at once, as attempt 1.
 
@@ -24,14 +25,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from dddframe.bus.codec import encode_envelope
-from dddframe.bus.dead_letters import DeadLetterSelection, Parked
+from dddframe.bus.codec import HEADER_PREFIX, encode_envelope
+from dddframe.bus.dead_letters import (
+    DeadLetter,
+    DeadLetterOperations,
+    DeadLetterSelection,
+    Parked,
+    oldest_first,
+)
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.handling import ATTEMPT, DLQ, NOT_BEFORE, RETRY, SUBSCRIPTION
 from dddframe.bus.kafka.records import Headers, from_record
 from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import DeadLetterNotFound, PoisonEvent
+from dddframe.errors import PoisonEvent
 from dddframe.outbox.tables import PARKED_DEAD
 
 __all__ = ["KafkaDeadLetter", "KafkaDeadLetters", "read_to_end"]
@@ -92,7 +99,15 @@ def _text(headers: dict[str, bytes], key: str, default: str = "") -> str:
     return v.decode(errors="replace") if v is not None else default
 
 
-class KafkaDeadLetters:
+def _event_id(headers: dict[str, bytes]) -> str:
+    """The event id a record's headers carry ("" when none, or not a UUID)."""
+    try:
+        return str(uuid.UUID(_text(headers, HEADER_PREFIX + "event-id")))
+    except ValueError:
+        return ""
+
+
+class KafkaDeadLetters(DeadLetterOperations):
     """The operator API over the dead-letter topics of every group on every cluster."""
 
     def __init__(
@@ -165,15 +180,19 @@ class KafkaDeadLetters:
         cname: str, ci: int, ti: int, group: str, r: ConsumerRecord[Any, Any]
     ) -> KafkaDeadLetter:
         raw = {k: v or b"" for k, v in r.headers or ()}
+        event_id = _event_id(raw)
         try:
             env = from_record(r.headers, r.value)
+            event_id = str(env.event_id)
         except PoisonEvent:
+            # An undecodable record keeps what its headers say: the real event id when they
+            # carry one, else none (an empty id, never an invented one).
             env = Envelope(
-                event_id=uuid.uuid5(
-                    uuid.NAMESPACE_URL, f"kafka:{r.topic}:{r.partition}:{r.offset}"
-                ),
+                event_id=uuid.UUID(event_id) if event_id else uuid.UUID(int=0),
                 name=_text(raw, "dddframe-name", "<not a dddframe record>"),
                 payload_json=(r.value or b"").decode(errors="replace"),
+                aggregate_type=_text(raw, "dddframe-aggregate-type") or None,
+                aggregate_id=_text(raw, "dddframe-aggregate-id") or None,
             )
         at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
         origin = (
@@ -184,7 +203,7 @@ class KafkaDeadLetters:
         return KafkaDeadLetter(
             id=((ci * _TOPICS + ti) * _PARTITIONS + r.partition) * _OFFSETS + r.offset,
             subscription=_text(raw, DLQ + "subscription"),
-            event_id=str(env.event_id),
+            event_id=event_id,
             position=None,
             ordering_key=env.ordering_key,
             name=env.name,
@@ -207,54 +226,18 @@ class KafkaDeadLetters:
             record_headers=tuple((k, v or b"") for k, v in r.headers or ()),
         )
 
-    # -- the DeadLetterStore API -------------------------------------------------------------
+    # -- the DeadLetters primitives ---------------------------------------------------------
 
-    async def list(
-        self,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        state: str | None = PARKED_DEAD,
-        limit: int = 100,
-    ) -> builtins.list[KafkaDeadLetter]:
-        """Unresolved dead letters, oldest first per topic (``state`` other than dead: none;
+    async def select(
+        self, selection: DeadLetterSelection, *, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """Unresolved dead letters, oldest first (a selection of another ``state`` finds none:
         retries in flight live in the retry topic, not here)."""
-        if state not in (None, PARKED_DEAD):
-            return []
-        found = [
-            d
-            for d in await self.scan()
-            if (subscription is None or d.subscription == subscription)
-            and (aggregate_id is None or d.ordering_key.endswith(f":{aggregate_id}"))
-        ]
-        return found[:limit]
+        found = oldest_first(d for d in await self.scan() if selection.matches(d))
+        return list(found[:limit] if limit is not None else found)
 
-    async def get(self, dead_letter_id: int) -> KafkaDeadLetter:
-        for d in await self.scan():
-            if d.id == dead_letter_id:
-                return d
-        raise DeadLetterNotFound(
-            f"No dead letter with id {dead_letter_id} in the dead-letter topics; it may have "
-            "been replayed or purged. List them with `dddframe dead-letters list`."
-        )
-
-    async def count(self, *, subscription: str | None = None, state: str = PARKED_DEAD) -> int:
-        return len(await self.list(subscription=subscription, state=state, limit=10**9))
-
-    async def pending_retries(self, subscription: str) -> int:
-        return 0  # retries travel through the retry topic; consumer lag shows them
-
-    async def _select(
-        self,
-        ids: Sequence[int] | None,
-        subscription: str | None,
-        aggregate_id: str | None,
-        everything: bool,
-    ) -> builtins.list[KafkaDeadLetter]:
-        sel = DeadLetterSelection.of(
-            ids, subscription=subscription, aggregate_id=aggregate_id, everything=everything
-        )
-        return [d for d in await self.scan() if sel.matches(d)]
+    async def _selected(self, selection: DeadLetterSelection) -> builtins.list[KafkaDeadLetter]:
+        return oldest_first(d for d in await self.scan() if selection.matches(d))
 
     async def _resolve(self, d: KafkaDeadLetter, action: str) -> None:
         await self._send(
@@ -265,17 +248,10 @@ class KafkaDeadLetters:
             [(RESOLVES, f"{d.partition}:{d.offset}".encode()), (DLQ + "action", action.encode())],
         )
 
-    async def replay(
-        self,
-        ids: Sequence[int] | None = None,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        everything: bool = False,
-    ) -> int:
+    async def replay_selection(self, selection: DeadLetterSelection) -> int:
         """Re-publish dead letters to their group's retry topic (attempts start again at 1),
         then mark them resolved; returns how many."""
-        letters = await self._select(ids, subscription, aggregate_id, everything)
+        letters = await self._selected(selection)
         for d in letters:
             target = d.subscription if not d.subscription.endswith(".*") else ""
             headers: Headers = [
@@ -292,16 +268,9 @@ class KafkaDeadLetters:
             await self._resolve(d, "replay")
         return len(letters)
 
-    async def purge(
-        self,
-        ids: Sequence[int] | None = None,
-        *,
-        subscription: str | None = None,
-        aggregate_id: str | None = None,
-        everything: bool = False,
-    ) -> int:
+    async def purge_selection(self, selection: DeadLetterSelection) -> int:
         """Mark dead letters resolved without delivering them; returns how many."""
-        letters = await self._select(ids, subscription, aggregate_id, everything)
+        letters = await self._selected(selection)
         for d in letters:
             await self._resolve(d, "purge")
         return len(letters)
