@@ -21,6 +21,7 @@ __all__ = [
     "NotFound",
     "PoisonEvent",
     "PositionExpired",
+    "SchemaNotReady",
     "UnknownCommand",
     "UnknownEventName",
     "close_matches",
@@ -88,3 +89,8 @@ class DeadLetterNotFound(DddframeError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class SchemaNotReady(ConfigurationError):
+    """The database lacks the framework's tables, or holds them at another schema version than
+    this dddframe needs: run the dddframe migrations (or ``--create-schema``)."""

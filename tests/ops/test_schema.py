@@ -1,0 +1,154 @@
+"""The schema as operators meet it: a database built from ``dddframe schema`` output alone
+delivers events, and workers check the schema instead of creating it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import delete, update
+
+from dddframe.database import Database
+from dddframe.errors import SchemaNotReady
+from dddframe.outbox.schema import SCHEMA_VERSION, check_schema, schema_version
+from dddframe.outbox.tables import leases_table, schema_table
+from dddframe.testing import reset_database
+from tests.ops import schema_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def printed_ddl(dialect: str, url: str) -> str:
+    """What ``dddframe schema --dialect D --app ...`` prints (framework and app tables)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dddframe.cli", "schema", "--dialect", dialect, "--app",
+         "tests.ops.schema_app:make_app"],
+        cwd=ROOT, env={**_env(), schema_app.URL_ENV: url}, capture_output=True, text=True,
+        check=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def load_with_client(url: str, ddl: str) -> None:
+    """Feed the DDL to the database's own command-line client, as an operator would."""
+    parts = urlsplit(url.replace("+asyncpg", "").replace("+aiomysql", "").replace("+aiosqlite", ""))
+    if parts.scheme == "sqlite":
+        command = ["sqlite3", "-bail", parts.path[1:]]
+    elif parts.scheme == "postgresql":
+        command = ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", parts.hostname or "127.0.0.1",
+                   "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
+                   "-d", parts.path[1:]]  # fmt: skip
+    else:
+        command = ["mysql", "-h", parts.hostname or "127.0.0.1", "-P", str(parts.port or 3306),
+                   "-u", parts.username or "root", parts.path[1:]]  # fmt: skip
+    subprocess.run(command, input=ddl, text=True, check=True, timeout=120, capture_output=True)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mariadb"])
+async def test_a_database_built_from_the_printed_ddl_alone_delivers(
+    dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.services import database_url
+
+    url = database_url(dialect, tmp_path)
+    await reset_database(url)
+    load_with_client(url, printed_ddl(dialect, url))
+    monkeypatch.setenv(schema_app.URL_ENV, url)
+    schema_app.Recorder.seen.clear()
+    app = schema_app.make_app()
+    async with app:  # no create_schema(): the tables came from the printed text
+        await check_schema(app.database)
+        for i in range(3):
+            await app.engine.run(schema_app.TakeNote(text=f"note {i}"))
+        await app.drain(timeout=60)
+    assert schema_app.Recorder.seen == ["note 0", "note 1", "note 2"]
+
+
+async def test_check_schema_says_what_is_missing_or_behind(sqlite_db: str) -> None:
+    db = Database(sqlite_db)
+    try:
+        with pytest.raises(SchemaNotReady, match="do not exist.*dddframe migrations"):
+            await check_schema(db)
+        from dddframe.outbox.schema import create_schema
+
+        await create_schema(db)
+        await check_schema(db)
+        async with db.engine.begin() as conn:
+            assert await schema_version(conn) == SCHEMA_VERSION
+            await conn.execute(update(schema_table).values(version=SCHEMA_VERSION - 1))
+        with pytest.raises(SchemaNotReady, match=f"version {SCHEMA_VERSION - 1}.*migrations"):
+            await check_schema(db)
+        await create_schema(db)  # brings an older schema up to date
+        await check_schema(db)
+        async with db.engine.begin() as conn:
+            await conn.execute(delete(leases_table))
+        with pytest.raises(SchemaNotReady, match="no 'dddframe.sequencer' row"):
+            await check_schema(db)
+    finally:
+        await db.dispose()
+
+
+def run_cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dddframe.cli", *args],
+        cwd=ROOT, env={**_env(), schema_app.URL_ENV: url}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+async def test_worker_checks_the_schema_and_creates_it_only_when_asked(sqlite_db: str) -> None:
+    await reset_database(sqlite_db)
+    spec = "tests.ops.schema_app:make_app"
+    done = run_cli("worker", "--app", spec, url=sqlite_db)
+    assert done.returncode != 0
+    assert "SchemaNotReady" in done.stderr and "--create-schema" in done.stderr
+    db = Database(sqlite_db)
+    try:
+        async with db.engine.connect() as conn:
+            assert await schema_version(conn) is None  # the worker created nothing
+    finally:
+        await db.dispose()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dddframe.cli", "worker", "--app", spec, "--create-schema"],
+        cwd=ROOT, env={**_env(), schema_app.URL_ENV: sqlite_db}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        db = Database(sqlite_db)
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        await check_schema(db)
+                        break
+                    except SchemaNotReady:
+                        await asyncio.sleep(0.2)
+        finally:
+            await db.dispose()
+    finally:
+        worker.terminate()
+        out, _ = worker.communicate(timeout=30)
+    assert "worker running: bus=database" in out
+    assert run_cli("schema", "--check", "--app", spec, url=sqlite_db).returncode == 0
+
+
+def test_worker_refuses_an_application_on_the_in_process_bus(
+    sqlite_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shop with its default settings (in-process bus), as docs/example_shop.md once ran it.
+    monkeypatch.setenv("DDDFRAME_SHOP_DATABASE_URL", sqlite_db)
+    monkeypatch.setenv("DDDFRAME_SHOP_SETTINGS_FILE", str(tmp_path / "none.env"))
+    monkeypatch.delenv("DDDFRAME_SHOP_BUS", raising=False)
+    done = run_cli("worker", "--app", "example_shop.app:app", url=sqlite_db)
+    assert done.returncode != 0
+    assert "in-process bus" in done.stderr and "bus='database'" in done.stderr
