@@ -4,6 +4,7 @@ delivers events, and workers check the schema instead of creating it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,6 @@ def printed_ddl(dialect: str, url: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 
@@ -77,7 +76,7 @@ async def test_a_database_built_from_the_printed_ddl_alone_delivers(
 async def test_check_schema_says_what_is_missing_or_behind(sqlite_db: str) -> None:
     db = Database(sqlite_db)
     try:
-        with pytest.raises(SchemaNotReady, match="do not exist.*dddframe migrations"):
+        with pytest.raises(SchemaNotReady, match=r"do not exist.*dddframe migrations"):
             await check_schema(db)
         from dddframe.outbox.schema import create_schema
 
@@ -92,7 +91,7 @@ async def test_check_schema_says_what_is_missing_or_behind(sqlite_db: str) -> No
         await check_schema(db)
         async with db.engine.begin() as conn:
             await conn.execute(delete(leases_table))
-        with pytest.raises(SchemaNotReady, match="no 'dddframe.sequencer' row"):
+        with pytest.raises(SchemaNotReady, match=r"no 'dddframe\.sequencer' row"):
             await check_schema(db)
     finally:
         await db.dispose()
@@ -118,10 +117,10 @@ async def test_worker_checks_the_schema_and_creates_it_only_when_asked(sqlite_db
             assert await schema_version(conn) is None  # the worker created nothing
     finally:
         await db.dispose()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "dddframe.cli", "worker", "--app", spec, "--create-schema"],
-        cwd=ROOT, env={**_env(), schema_app.URL_ENV: sqlite_db}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+    worker = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dddframe.cli", "worker", "--app", spec, "--create-schema"),
+        cwd=ROOT, env={**_env(), schema_app.URL_ENV: sqlite_db},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         db = Database(sqlite_db)
@@ -137,8 +136,9 @@ async def test_worker_checks_the_schema_and_creates_it_only_when_asked(sqlite_db
             await db.dispose()
     finally:
         worker.terminate()
-        out, _ = worker.communicate(timeout=30)
-    assert "worker running: bus=database" in out
+        async with asyncio.timeout(30):
+            raw, _ = await worker.communicate()
+    assert "worker running: bus=database" in raw.decode()
     assert run_cli("schema", "--check", "--app", spec, url=sqlite_db).returncode == 0
 
 
