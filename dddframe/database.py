@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from dddframe.errors import ConfigurationError
+from dddframe.errors import ConfigurationError, missing_extra
 
 __all__ = ["Database"]
 
+_EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "pymysql": "mysql"}
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",
@@ -77,7 +78,13 @@ class Database:
             options["max_overflow"] = 20
         options.update(engine_options)
         self.url = parsed
-        self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        try:
+            self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        except ModuleNotFoundError as exc:
+            extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise missing_extra(exc, extra, f"database_url {parsed.drivername}://") from exc
         if backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)

@@ -18,6 +18,7 @@ __all__ = [
     "DomainError",
     "EventSerializationError",
     "MissingBinding",
+    "MissingDependency",
     "NotFound",
     "PoisonEvent",
     "PositionExpired",
@@ -25,6 +26,7 @@ __all__ = [
     "UnknownCommand",
     "UnknownEventName",
     "close_matches",
+    "missing_extra",
 ]
 
 
@@ -94,3 +96,19 @@ class PositionExpired(DddframeError):
 class SchemaNotReady(ConfigurationError):
     """The database lacks the framework's tables, or holds them at another schema version than
     this dddframe needs: run the dddframe migrations (or ``--create-schema``)."""
+
+
+class MissingDependency(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install 'dddframe[postgres]'``)."""
+
+
+def missing_extra(exc: ModuleNotFoundError, extra: str, what: str) -> MissingDependency:
+    """The error to raise when ``what`` cannot import an optional dependency of ``extra``.
+
+    >>> str(missing_extra(ModuleNotFoundError(name="aiokafka"), "kafka", "The Kafka bus"))
+    "The Kafka bus needs aiokafka, which is not installed: pip install 'dddframe[kafka]'."
+    """
+    return MissingDependency(
+        f"{what} needs {exc.name}, which is not installed: pip install 'dddframe[{extra}]'."
+    )

@@ -46,11 +46,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from dddframe.errors import missing_extra
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in tests/packaging
+    raise missing_extra(_exc, "fastapi", "dddframe.integrations.fastapi") from _exc
 
 from dddframe.app.application import Application
 from dddframe.context import current_headers
