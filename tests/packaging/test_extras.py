@@ -73,7 +73,7 @@ def target(kind: str, tmp_path: Path) -> list[str]:
 def test_each_extra_works_alone_in_a_fresh_virtualenv(
     kind: str, wheelhouse: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    wheel, house = wheelhouse
+    _wheel, house = wheelhouse
     args = target(kind, tmp_path)
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
