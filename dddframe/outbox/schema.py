@@ -168,8 +168,8 @@ def server_ddl(dialect: str) -> list[str]:
     row and the schema version row. For a fresh database; :mod:`dddframe.integrations.alembic`
     applies them idempotently in a revision.
 
-    >>> [s.split("(")[0] for s in server_ddl("postgresql")][:2]
-    ['CREATE OR REPLACE FUNCTION dddframe_outbox_notify', 'CREATE TRIGGER dddframe_outbox_notify ']
+    >>> [" ".join(s.split()[:3]) for s in server_ddl("postgresql")]
+    ['CREATE OR REPLACE', 'CREATE TRIGGER dddframe_outbox_notify', 'CREATE OR REPLACE', 'CREATE OR REPLACE', 'INSERT INTO dddframe_leases', 'INSERT INTO dddframe_schema']
     """
     d = _dialect(dialect)
     parts: list[str] = []

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from dddframe.testing import reset_database
 from tests.ops import schema_app
 
 ROOT = Path(__file__).resolve().parents[2]
+SPEC = "tests.ops.schema_app:make_app"
 
 
 def printed_ddl(dialect: str, url: str) -> str:
@@ -152,3 +154,68 @@ def test_worker_refuses_an_application_on_the_in_process_bus(
     done = run_cli("worker", "--app", "example_shop.app:app", url=sqlite_db)
     assert done.returncode != 0
     assert "in-process bus" in done.stderr and "bus='database'" in done.stderr
+
+
+async def test_a_role_without_create_privilege_runs_a_worker(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production: migrations ran as the owner; the worker's role may only read and write."""
+    from sqlalchemy import func, select, text
+
+    from dddframe.outbox.tables import outbox_table, positions_table
+
+    await reset_database(postgres_db)
+    role = f"dddframe_worker_{uuid.uuid4().hex[:8]}"
+    admin = Database(postgres_db)
+    database = admin.engine.url.database
+    try:
+        from dddframe.outbox.schema import create_schema
+
+        await create_schema(admin, schema_app.Note.metadata)
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+            await conn.execute(
+                text(
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+                )
+            )
+            await conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+            assert not await conn.scalar(
+                text(f"SELECT has_schema_privilege('{role}', 'public', 'CREATE')")
+            )
+            assert not await conn.scalar(
+                text(f"SELECT has_database_privilege('{role}', '{database}', 'CREATE')")
+            )
+        worker_url = admin.engine.url.set(username=role, password=None)
+        worker_spec = worker_url.render_as_string(hide_password=False)
+        monkeypatch.setenv(schema_app.URL_ENV, postgres_db)
+        writer = schema_app.make_app(consume=False)
+        worker = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "dddframe.cli", "worker", "--app", SPEC),
+            cwd=ROOT, env={**_env(), schema_app.URL_ENV: worker_spec},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            async with writer:
+                for i in range(3):
+                    await writer.engine.run(schema_app.TakeNote(text=f"restricted {i}"))
+                async with asyncio.timeout(60):
+                    while True:
+                        async with writer.database.connect() as conn:
+                            head = await conn.scalar(select(func.max(outbox_table.c.position)))
+                            done = await conn.scalar(select(func.min(positions_table.c.position)))
+                        if head == 3 and done == 3:
+                            break
+                        assert worker.returncode is None
+                        await asyncio.sleep(0.2)
+        finally:
+            worker.terminate()
+            async with asyncio.timeout(30):
+                raw, _ = await worker.communicate()
+        assert "worker running" in raw.decode(), raw.decode()
+        assert "permission denied" not in raw.decode(), raw.decode()
+    finally:
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f"DROP OWNED BY {role}"))
+            await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        await admin.dispose()
