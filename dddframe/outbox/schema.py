@@ -168,8 +168,14 @@ def server_ddl(dialect: str) -> list[str]:
     row and the schema version row. For a fresh database; :mod:`dddframe.integrations.alembic`
     applies them idempotently in a revision.
 
-    >>> [" ".join(s.split()[:3]) for s in server_ddl("postgresql")]
-    ['CREATE OR REPLACE', 'CREATE TRIGGER dddframe_outbox_notify', 'CREATE OR REPLACE', 'CREATE OR REPLACE', 'INSERT INTO dddframe_leases', 'INSERT INTO dddframe_schema']
+    >>> for statement in server_ddl("postgresql"):
+    ...     print(" ".join(statement.split()[:5]))
+    CREATE OR REPLACE FUNCTION dddframe_outbox_notify()
+    CREATE TRIGGER dddframe_outbox_notify AFTER INSERT
+    CREATE OR REPLACE FUNCTION dddframe_sequence(batch
+    CREATE OR REPLACE FUNCTION dddframe_sequence_read(p_batch
+    INSERT INTO dddframe_leases (name, value)
+    INSERT INTO dddframe_schema (name, version)
     """
     d = _dialect(dialect)
     parts: list[str] = []
