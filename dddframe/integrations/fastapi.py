@@ -77,6 +77,7 @@ from dddframe.errors import (
     NotFound,
 )
 from dddframe.ids import uuid7
+from dddframe.outbox.schema import check_schema
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -108,8 +109,10 @@ def lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """``FastAPI(lifespan=lifespan(app))``: start ``app`` with the server, stop it after.
 
-    ``create_schema=True`` creates missing tables first (demos and SQLite; use migrations or
-    ``dddframe schema`` in production).
+    ``create_schema=True`` creates missing tables first (demos and SQLite). Otherwise (the
+    production setting, where migrations own the schema) the server refuses to start with
+    :class:`~dddframe.errors.SchemaNotReady` when the framework schema is missing or at an
+    older version than this dddframe needs.
     """
 
     @asynccontextmanager
@@ -118,6 +121,8 @@ def lifespan(
         async with application:
             if create_schema:
                 await application.create_schema()
+            else:
+                await check_schema(application.database)
             yield
 
     return run
