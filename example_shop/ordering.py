@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -150,12 +151,12 @@ class CancelOrder(Command):
 
 class PayOrder(Command):
     order_id: uuid.UUID
-    amount: Decimal
+    amount: Annotated[Decimal, Field(max_digits=12, decimal_places=2)]
 
 
 class MarkShipped(Command):
     order_id: uuid.UUID
-    tracking: str
+    tracking: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 ordering = Module("ordering")

@@ -134,6 +134,7 @@ def main() -> None:
         expect_missing("postgres", lambda: Database("postgresql+asyncpg://u@127.0.0.1/x"))
         expect_missing("mysql", lambda: Database("mysql+aiomysql://u@127.0.0.1/x"))
         expect_missing("fastapi", "dddframe.integrations.fastapi")
+        expect_missing("alembic", "dddframe.integrations.alembic")
     if kind == "fastapi":
         asyncio.run(over_http(url))
     else:
