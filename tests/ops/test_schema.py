@@ -37,7 +37,7 @@ def printed_ddl(dialect: str, url: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ)
+    return {**os.environ, "COLUMNS": "200"}  # tracebacks unwrapped, messages on one line
 
 
 def load_with_client(url: str, ddl: str) -> None:
@@ -219,3 +219,18 @@ async def test_a_role_without_create_privilege_runs_a_worker(
             await conn.execute(text(f"DROP OWNED BY {role}"))
             await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
         await admin.dispose()
+
+
+def test_relay_checks_the_schema_instead_of_creating_it(sqlite_db: str) -> None:
+    env = {
+        **_env(),
+        "KAFKA_TEST_BOOTSTRAP": "127.0.0.1:9",  # never reached: the check comes first
+        "KAFKA_TEST_PREFIX": "schema-check.",
+        "KAFKA_TEST_DB_URL": sqlite_db,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dddframe.cli", "relay", "--app", "tests.kafka.kafka_app:make_app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "SchemaNotReady" in done.stderr and "dddframe migrations" in done.stderr
