@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text, update
 
+from dddframe.database import Database
 from dddframe.errors import SchemaNotReady
 from dddframe.outbox.schema import check_schema
 from dddframe.outbox.tables import schema_table
@@ -49,6 +50,16 @@ def alembic(project: Path, url: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
+async def forget_migrations(url: str) -> None:
+    """Drop Alembic's bookkeeping table (reset_database drops only dddframe's and models')."""
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    finally:
+        await db.dispose()
+
+
 def new_project(tmp_path: Path, url: str) -> Path:
     project = tmp_path / "project"
     project.mkdir()
@@ -69,6 +80,7 @@ async def test_alembic_upgrade_head_builds_a_schema_that_delivers(
 ) -> None:
     url = database_url(dialect, tmp_path)
     await reset_database(url)
+    await forget_migrations(url)
     project = new_project(tmp_path, url)
     alembic(project, url, "revision", "--autogenerate", "-m", "tables")
     (tables,) = (project / "migrations" / "versions").glob("*_tables.py")
@@ -136,3 +148,4 @@ async def test_alembic_upgrade_head_builds_a_schema_that_delivers(
     app = schema_app.make_app()
     async with app:
         await check_schema(app.database)
+    await forget_migrations(url)
