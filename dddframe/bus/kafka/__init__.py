@@ -15,6 +15,8 @@ try:
     from dddframe.bus.kafka.push import PushFailed
     from dddframe.bus.kafka.topics import TopicNaming
 except ModuleNotFoundError as _exc:
+    if (_exc.name or "").startswith("dddframe"):
+        raise  # a bug of ours, not a missing extra
     raise missing_extra(_exc, "kafka", "The Kafka bus") from _exc
 
 
