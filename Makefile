@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
 
-.PHONY: install demo test lint format typecheck bench docs serve clean
+.PHONY: install demo test test-packaging lint format typecheck bench docs serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +37,15 @@ bench: install
 docs: install
 	$(VENV)/bin/mkdocs build --strict
 
-# The shop's HTTP API on http://127.0.0.1:8000 (OpenAPI at /docs). Payments go to
-# DDDFRAME_SHOP_PAYMENT_URL: run `$(PY) -m example_shop.payment_stub` next to it.
+# The shop's HTTP API on http://127.0.0.1:$(PORT) (`make serve PORT=8001`; OpenAPI at /docs).
+# Payments go to DDDFRAME_SHOP_PAYMENT_URL: run `$(PY) -m example_shop.payment_stub` next to it.
+# DDDFRAME_SHOP_CONSUME=0 makes it a pure writer next to `dddframe worker` processes.
 serve: install
-	$(PY) -m uvicorn example_shop.api:app --host 127.0.0.1 --port 8000
+	$(PY) -m uvicorn example_shop.api:app --host 127.0.0.1 --port $(PORT)
+
+# Only the packaging test: build the wheel, install each extra alone in a fresh virtualenv.
+test-packaging: install
+	$(PY) -m pytest tests/packaging
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from dddframe.errors import ConfigurationError, DatabaseUnavailable
+from dddframe.errors import ConfigurationError, DatabaseUnavailable, missing_extra
 
 __all__ = ["Database", "unavailable"]
 
+_EXTRAS = {"asyncpg": "postgres", "aiomysql": "mysql", "pymysql": "mysql"}
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",
@@ -224,7 +225,13 @@ class Database:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.url = parsed
-        self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        try:
+            self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        except ModuleNotFoundError as exc:
+            extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise missing_extra(exc, extra, f"database_url {parsed.drivername}://") from exc
         if backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)

@@ -29,15 +29,18 @@ __all__ = [
     "InvalidHeader",
     "LimitExceeded",
     "MissingBinding",
+    "MissingDependency",
     "NotFound",
     "NotStarted",
     "PoisonEvent",
     "PositionExpired",
     "PushFailed",
+    "SchemaNotReady",
     "UnknownCommand",
     "UnknownEventName",
     "WorkerCrashed",
     "close_matches",
+    "missing_extra",
 ]
 
 
@@ -145,3 +148,24 @@ class HalfMessageDecided(DddframeError):
     """A half message's preparer tried to commit or roll back after the tx_checker had already
     decided the other way (its ``prepared_until`` passed while the preparer was stalled). The
     exception says which way it was decided; the preparer must reconcile its side effect."""
+
+
+class SchemaNotReady(ConfigurationError):
+    """The database lacks the framework's tables, or holds them at another schema version than
+    this dddframe needs: run the dddframe migrations (or ``--create-schema``)."""
+
+
+class MissingDependency(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install 'dddframe[postgres]'``)."""
+
+
+def missing_extra(exc: ModuleNotFoundError, extra: str, what: str) -> MissingDependency:
+    """The error to raise when ``what`` cannot import an optional dependency of ``extra``.
+
+    >>> str(missing_extra(ModuleNotFoundError(name="aiokafka"), "kafka", "The Kafka bus"))
+    "The Kafka bus needs aiokafka, which is not installed: pip install 'dddframe[kafka]'."
+    """
+    return MissingDependency(
+        f"{what} needs {exc.name}, which is not installed: pip install 'dddframe[{extra}]'."
+    )

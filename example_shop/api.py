@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
-from fastapi import FastAPI, status
+from fastapi import FastAPI, Path, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -22,7 +23,7 @@ from dddframe.errors import NotFound
 from dddframe.integrations.fastapi import ApplicationDep, EngineDep, install, lifespan
 from example_shop.app import make_app
 from example_shop.catalog import AddProduct, Product
-from example_shop.events import Line
+from example_shop.events import Line, Quantity, Reason
 from example_shop.ordering import CancelOrder, Order, PlaceOrder
 from example_shop.payment import Payment
 from example_shop.settings import ShopSettings
@@ -58,17 +59,22 @@ class StockLevel(BaseModel):
 
 
 class Delivery(BaseModel):
-    quantity: int
+    quantity: Quantity
 
 
 class Cancellation(BaseModel):
-    reason: str = "cancelled by the customer"
+    reason: Reason = "cancelled by the customer"
 
 
-def make_api(settings: ShopSettings | None = None, *, consume: bool = True) -> FastAPI:
-    """The API on an application built from ``settings``; ``consume=False`` leaves the
-    listeners to ``dddframe worker`` processes."""
+SkuPath = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+def make_api(settings: ShopSettings | None = None, *, consume: bool | None = None) -> FastAPI:
+    """The API on an application built from ``settings``; ``consume=False`` (or the setting
+    ``DDDFRAME_SHOP_CONSUME=0``) makes it a pure writer and leaves the listeners to
+    ``dddframe worker`` processes."""
     settings = settings or ShopSettings()
+    consume = settings.consume if consume is None else consume
     application = make_app(consume=consume, settings=settings)
     api = FastAPI(
         title="dddframe example shop",
@@ -98,8 +104,13 @@ def make_api(settings: ShopSettings | None = None, *, consume: bool = True) -> F
         ]
 
     @api.post("/products/{sku}/stock", tags=["store"])
-    async def receive_stock(sku: str, delivery: Delivery, engine: EngineDep) -> StockLevel:
-        """Stock arrived at the store."""
+    async def receive_stock(
+        sku: SkuPath, delivery: Delivery, app: ApplicationDep, engine: EngineDep
+    ) -> StockLevel:
+        """Stock arrived at the store (for a product of the catalog)."""
+        async with app.database.session() as s:
+            if await s.get(Product, sku) is None:
+                raise NotFound(f"product {sku!r} not found; add it with POST /products first")
         on_hand = await engine.run(ReceiveStock(sku=sku, quantity=delivery.quantity))
         return StockLevel(sku=sku, on_hand=on_hand)
 
@@ -113,7 +124,7 @@ def make_api(settings: ShopSettings | None = None, *, consume: bool = True) -> F
         async with app.database.session() as s:
             order = await s.get(Order, order_id)
             if order is None:
-                raise NotFound(f"No order {order_id}; place one with POST /orders.")
+                raise NotFound(f"order {order_id} not found")
             payment = await s.get(Payment, order_id)
             return OrderView(
                 order_id=order.id,

@@ -9,15 +9,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Aggregate, Command, Module, Repository
 from dddframe.errors import DomainError
-from example_shop.events import ProductAdded
+from example_shop.events import Price, ProductAdded, ProductName, Sku
 
-__all__ = ["AddProduct", "InvalidPrice", "Product", "ProductAdded", "catalog"]
+__all__ = ["AddProduct", "DuplicateProduct", "InvalidPrice", "Product", "ProductAdded", "catalog"]
 
 
 class InvalidPrice(DomainError):
     """A price must be positive."""
 
     http_status = 422
+
+
+class DuplicateProduct(DomainError):
+    """A product with that SKU is in the catalog already."""
+
+    http_status = 409
 
 
 class Product(Aggregate):
@@ -37,9 +43,9 @@ class Product(Aggregate):
 
 
 class AddProduct(Command):
-    sku: str
-    name: str
-    price: Decimal
+    sku: Sku
+    name: ProductName
+    price: Price
 
 
 catalog = Module("catalog")
@@ -47,5 +53,7 @@ catalog = Module("catalog")
 
 @catalog.handles(AddProduct)
 async def add_product(cmd: AddProduct, products: Repository[Product]) -> str:
+    if await products.find(cmd.sku) is not None:
+        raise DuplicateProduct(f"product {cmd.sku!r} exists already")
     products.add(Product.add(cmd.sku, cmd.name, cmd.price))
     return cmd.sku

@@ -12,17 +12,41 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StringConstraints
 
 from dddframe import DomainEvent
+
+MAX_QUANTITY = 1_000_000
+"""The most of one product a line, or a delivery, may hold."""
+MAX_AMOUNT = Decimal("9999999999.99")
+"""The largest price or order total the shop stores (its columns are NUMERIC(12, 2))."""
+
+Sku = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+    Field(description="1-32 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY, description="1 to 1,000,000")]
+Price = Annotated[
+    Decimal,
+    Field(
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="positive, at most 2 decimal places and 10 digits before the point",
+    ),
+]
+ProductName = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
 class Line(BaseModel):
     """One product and how many of it."""
 
-    sku: str
-    quantity: int
+    sku: Sku
+    quantity: Quantity
 
 
 class ProductAdded(DomainEvent):

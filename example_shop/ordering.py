@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
+from pydantic import Field, StringConstraints
 from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -17,6 +19,7 @@ from dddframe import Aggregate, Command, Entity, EventContext, Module, Repositor
 from dddframe.errors import DomainError, NotFound
 from example_shop.catalog import Product
 from example_shop.events import (
+    MAX_AMOUNT,
     Line,
     OrderCancelled,
     OrderPaid,
@@ -27,6 +30,7 @@ from example_shop.events import (
     ParcelShipped,
     PaymentCharged,
     PaymentDeclined,
+    Reason,
 )
 
 __all__ = [
@@ -91,6 +95,9 @@ class Order(Aggregate):
         for product, quantity in lines:
             if quantity < 1:
                 raise OrderError(f"{product.id}: quantity must be at least 1, got {quantity}")
+        total = sum((p.price * q for p, q in lines), Decimal(0))
+        if total > MAX_AMOUNT:
+            raise OrderError(f"an order may cost at most {MAX_AMOUNT}, this one costs {total}")
         order = cls(
             status="placed",
             lines=[OrderLine(sku=p.id, quantity=q, unit_price=p.price) for p, q in lines],
@@ -134,22 +141,22 @@ class Order(Aggregate):
 
 
 class PlaceOrder(Command):
-    lines: list[Line]
+    lines: list[Line] = Field(max_length=100)
 
 
 class CancelOrder(Command):
     order_id: uuid.UUID
-    reason: str
+    reason: Reason
 
 
 class PayOrder(Command):
     order_id: uuid.UUID
-    amount: Decimal
+    amount: Annotated[Decimal, Field(max_digits=12, decimal_places=2)]
 
 
 class MarkShipped(Command):
     order_id: uuid.UUID
-    tracking: str
+    tracking: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 ordering = Module("ordering")
@@ -172,7 +179,10 @@ async def place_order(
 
 @ordering.handles(CancelOrder)
 async def cancel_order(cmd: CancelOrder, orders: Repository[Order]) -> None:
-    (await orders.get(cmd.order_id)).cancel(cmd.reason)
+    order = await orders.find(cmd.order_id)
+    if order is None:
+        raise NotFound(f"order {cmd.order_id} not found")
+    order.cancel(cmd.reason)
 
 
 @ordering.handles(PayOrder)
@@ -185,12 +195,17 @@ async def mark_shipped(cmd: MarkShipped, orders: Repository[Order]) -> None:
     (await orders.get(cmd.order_id)).mark_shipped(cmd.tracking)
 
 
+def _reason(text: str) -> str:
+    """A reason from another context, cut to the 255 characters cancel_reason holds."""
+    return text[:255] or "no reason given"
+
+
 class OrderingController:
     async def on_order_rejected(self, event: OrderRejected, ctx: EventContext) -> None:
-        await ctx.run(CancelOrder(order_id=event.order_id, reason=event.reason))
+        await ctx.run(CancelOrder(order_id=event.order_id, reason=_reason(event.reason)))
 
     async def on_payment_declined(self, event: PaymentDeclined, ctx: EventContext) -> None:
-        reason = f"payment declined: {event.reason}"
+        reason = _reason(f"payment declined: {event.reason}")
         await ctx.run(CancelOrder(order_id=event.order_id, reason=reason))
 
     async def on_payment_charged(self, event: PaymentCharged, ctx: EventContext) -> None:

@@ -15,9 +15,11 @@ import ssl
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Annotated
 
 import httpx
 from injector import singleton
+from pydantic import Field, StringConstraints
 from sqlalchemy import Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -162,11 +164,13 @@ class PaymentProvider:
 
 
 class RecordPayment(Command):
+    """What the provider answered; the fields fit the payments table's columns."""
+
     order_id: uuid.UUID
-    amount: Decimal
-    currency: str
-    charge_id: str | None = None
-    declined: str | None = None
+    amount: Annotated[Decimal, Field(max_digits=12, decimal_places=2)]
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
+    charge_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    declined: Annotated[str, StringConstraints(max_length=255)] | None = None
     announce: bool = True  # False when a half message announces the charge instead
 
 
@@ -226,7 +230,8 @@ class PaymentController:
             amount=event.total,
             currency=self.provider.currency,
             charge_id=result.charge_id,
-            declined=result.declined,
+            # The provider's reason is its text: keep what the column holds.
+            declined=None if result.declined is None else result.declined[:255],
             announce=announce,
         )
 

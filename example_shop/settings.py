@@ -48,6 +48,11 @@ class ShopSettings(BaseSettings):
         10, ge=0, description="Retries before a charge goes to the dead letters"
     )
     currency: str = Field("EUR", min_length=3, max_length=3)
+    consume: bool = Field(
+        True,
+        description="The HTTP API delivers events itself; 0 makes it a pure writer next to "
+        "`dddframe worker` processes (database, kafka or amqp bus)",
+    )
     create_schema: bool = Field(
         True, description="The HTTP API creates missing tables at start-up (SQLite demos)"
     )

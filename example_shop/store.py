@@ -16,6 +16,8 @@ from example_shop.events import (
     OrderCancelled,
     OrderPlaced,
     OrderRejected,
+    Quantity,
+    Sku,
     StockReleased,
     StockReserved,
 )
@@ -30,6 +32,9 @@ __all__ = [
     "StoreController",
     "store",
 ]
+
+
+MAX_ON_HAND = 2**31 - 1  # on_hand is a 32-bit INTEGER column
 
 
 class StockError(DomainError):
@@ -47,6 +52,11 @@ class Stock(Aggregate):
     def receive(self, quantity: int) -> None:
         if quantity < 1:
             raise StockError(f"{self.id}: received quantity must be positive, got {quantity}")
+        if self.on_hand + quantity > MAX_ON_HAND:
+            raise StockError(
+                f"{self.id}: the store holds at most {MAX_ON_HAND} units of a product "
+                f"({self.on_hand} on hand, {quantity} received)"
+            )
         self.on_hand += quantity
 
     def can_take(self, quantity: int) -> bool:
@@ -82,8 +92,8 @@ class Reservation(Aggregate):
 
 
 class ReceiveStock(Command):
-    sku: str
-    quantity: int
+    sku: Sku
+    quantity: Quantity
 
 
 class ReserveStock(Command):

@@ -15,7 +15,8 @@ def test_readme_sample_runs(tmp_path: Path) -> None:
     sample = re.search(r"```python\n(.*?)```", text, re.S)
     assert sample is not None
     script = tmp_path / "sample.py"
-    script.write_text(sample.group(1) + "\nimport asyncio\nasyncio.run(main())\n")
+    assert 'if __name__ == "__main__":\n    asyncio.run(main())' in sample.group(1)
+    script.write_text(sample.group(1))  # runs main() itself, as a reader's copy would
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )

@@ -23,7 +23,7 @@ from dddframe.bus.retry import (
     as_retry_policy,
 )
 from dddframe.bus.subscription import Subscription
-from dddframe.errors import ConfigurationError, close_matches
+from dddframe.errors import ConfigurationError, MissingDependency, close_matches
 
 __all__ = [
     "TRANSPORTS",
@@ -64,6 +64,8 @@ def resolve_bus(spec: Any) -> EventBus:
         module, _, attr = path.partition(":")
         try:
             cls = getattr(importlib.import_module(module), attr)
+        except MissingDependency:
+            raise  # names the extra already
         except ImportError as exc:
             raise ConfigurationError(
                 f"The {spec!r} bus needs an optional dependency: {exc}. Install dddframe[{spec}]."

@@ -9,9 +9,11 @@ import sys
 from typing import Any
 
 from dddframe.app.application import Application
+from dddframe.database import Database
 from dddframe.errors import ConfigurationError
+from dddframe.outbox.schema import check_schema, create_schema
 
-__all__ = ["load_app"]
+__all__ = ["load_app", "prepare_schema"]
 
 
 def load_app(spec: str, **overrides: Any) -> Application:
@@ -50,3 +52,18 @@ def load_app(spec: str, **overrides: Any) -> Application:
     if overrides.get("groups"):
         app.groups = frozenset(overrides["groups"])
     return app
+
+
+async def prepare_schema(application: Application, *, create: bool) -> None:
+    """Before ``application`` starts: create its schema when ``create`` (``--create-schema``),
+    otherwise check that the framework schema is there at this dddframe's version (reads only,
+    so a role without CREATE privilege may run workers) and raise
+    :class:`~dddframe.errors.SchemaNotReady` saying what to run when it is not."""
+    database = Database(application.database_url, **application.engine_options)
+    try:
+        if create:
+            await create_schema(database, *application.metadata)
+        else:
+            await check_schema(database)
+    finally:
+        await database.dispose()

@@ -11,15 +11,19 @@ import logging
 
 import typer
 
-from dddframe.cli.loading import load_app
+from dddframe.cli.loading import load_app, prepare_schema
 from dddframe.cli.process import freeze_startup_heap, stop_on_signals
 from dddframe.errors import ConfigurationError
 
 __all__ = ["relay", "run_relay"]
 
 
-async def run_relay(app_spec: str, stop: asyncio.Event | None = None) -> None:
-    """Start the application without consumers and with its bus's relay on, until ``stop``."""
+async def run_relay(
+    app_spec: str, stop: asyncio.Event | None = None, *, create_schema: bool = False
+) -> None:
+    """Start the application without consumers and with its bus's relay on, until ``stop``.
+
+    The schema is checked, not created, unless ``create_schema``."""
     application = load_app(app_spec, consume=False)
     if not hasattr(application.bus, "relay_enabled"):
         raise ConfigurationError(
@@ -29,8 +33,8 @@ async def run_relay(app_spec: str, stop: asyncio.Event | None = None) -> None:
     setattr(application.bus, "relay_enabled", True)  # noqa: B010 - checked above
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    await prepare_schema(application, create=create_schema)
     async with application:
-        await application.create_schema()
         freeze_startup_heap()
         logging.getLogger("dddframe.relay").info("relay running: bus=%s", application.bus.name)
         await stop.wait()
@@ -39,9 +43,17 @@ async def run_relay(app_spec: str, stop: asyncio.Event | None = None) -> None:
 def relay(
     app_spec: str = typer.Option(..., "--app", help="package.module:app or a factory"),
     log_level: str = typer.Option("INFO", "--log-level"),
+    create_schema: bool = typer.Option(
+        False,
+        "--create-schema",
+        help="Create missing tables first (needs CREATE privilege); by default only check them",
+    ),
 ) -> None:
-    """Relay committed outbox events to the broker until SIGINT/SIGTERM."""
+    """Relay committed outbox events to the broker until SIGINT/SIGTERM.
+
+    The schema must exist at this dddframe's version (run your migrations, or pass
+    --create-schema)."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(run_relay(app_spec))
+    asyncio.run(run_relay(app_spec, create_schema=create_schema))

@@ -1,4 +1,5 @@
-"""``dddframe schema``: print the framework's DDL, or create the tables of an application."""
+"""``dddframe schema``: print the schema's DDL, create it in an application's database, or check
+that the database is at this dddframe's schema version."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import asyncio
 
 import typer
 
-from dddframe.cli.loading import load_app
-from dddframe.outbox.schema import create_schema, schema_ddl
+from dddframe.cli.loading import load_app, prepare_schema
+from dddframe.errors import SchemaNotReady
+from dddframe.outbox.schema import schema_ddl
 
-app = typer.Typer(help="Framework tables: print the DDL or create them.")
+app = typer.Typer(help="Framework schema: print the DDL, create it or check it.")
 
 
 @app.callback(invoke_without_command=True)
@@ -17,21 +19,29 @@ def schema(
     dialect: str = typer.Option(
         "postgresql", "--dialect", help="postgresql, mysql, mariadb or sqlite"
     ),
-    create: bool = typer.Option(False, "--create", help="Create the tables instead of printing"),
-    app_spec: str | None = typer.Option(None, "--app", help="package.module:app (with --create)"),
+    create: bool = typer.Option(False, "--create", help="Create the schema instead of printing"),
+    check: bool = typer.Option(
+        False, "--check", help="Exit 1 unless the database holds the schema at this version"
+    ),
+    app_spec: str | None = typer.Option(
+        None,
+        "--app",
+        help="package.module:app: its database (--create, --check); printing adds its tables",
+    ),
 ) -> None:
-    """Print ``CREATE TABLE`` statements for the framework tables (pipe them into Alembic or
-    psql), or ``--create`` them, with the application's own tables, in its database."""
-    if not create:
-        typer.echo(schema_ddl(dialect))
+    """Print the complete DDL (tables, indexes, PostgreSQL functions and triggers, seed rows):
+    a database built from it alone is ready to deliver. ``--create`` makes the same schema in
+    the application's database, ``--check`` only tests it."""
+    if not create and not check:
+        metadata = load_app(app_spec, consume=False).metadata if app_spec else ()
+        typer.echo(schema_ddl(dialect, *metadata), nl=False)
         return
     if app_spec is None:
-        raise typer.BadParameter("--create needs --app package.module:app")
-
-    async def run() -> None:
-        application = load_app(app_spec, consume=False)
-        async with application:
-            await create_schema(application.database, *application.metadata)
-        typer.echo("schema created")
-
-    asyncio.run(run())
+        raise typer.BadParameter("--create and --check need --app package.module:app")
+    application = load_app(app_spec, consume=False)
+    try:
+        asyncio.run(prepare_schema(application, create=create))
+    except SchemaNotReady as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo("schema created" if create else "schema is up to date")

@@ -5,7 +5,10 @@
 - :func:`install` adds the correlation-id middleware and maps dddframe errors to
   ``application/problem+json`` (RFC 9457): ``NotFound`` 404, ``DomainError`` 422 (or the
   subclass's ``http_status``, e.g. 409 for a state conflict), ``CommandValidationError`` and
-  request validation 422, ``ConcurrencyConflict`` 409;
+  request validation 422, ``ConcurrencyConflict`` and a uniqueness violation 409, a value
+  that does not fit its column 422, HTTP errors (unknown path, wrong method) with their
+  status, a body over ``max_body_bytes`` 413, and any other error a 500 that carries the
+  correlation id (the traceback goes to the ``dddframe.http`` log, never to the client);
 - ``install(api, status_page=application, status_token=...)`` also serves the operator status
   page at ``/dddframe/`` (off by default);
 - the ``X-Correlation-ID`` request header (a new id when absent) becomes the ``correlation_id``
@@ -40,17 +43,26 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from dddframe.errors import missing_extra
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in tests/packaging
+    raise missing_extra(_exc, "fastapi", "dddframe.integrations.fastapi") from _exc
+
+from sqlalchemy.exc import DataError, IntegrityError
 
 from dddframe.app.application import Application
 from dddframe.context import current_headers
@@ -65,11 +77,14 @@ from dddframe.errors import (
     NotFound,
 )
 from dddframe.ids import uuid7
+from dddframe.outbox.schema import check_schema
 
 __all__ = [
     "CORRELATION_HEADER",
+    "MAX_BODY_BYTES",
     "PROBLEM_JSON",
     "ApplicationDep",
+    "BodyLimitMiddleware",
     "CorrelationIdMiddleware",
     "EngineDep",
     "get_application",
@@ -79,7 +94,11 @@ __all__ = [
     "problem",
 ]
 
+log = logging.getLogger("dddframe.http")
+
 CORRELATION_HEADER = "X-Correlation-ID"
+MAX_BODY_BYTES = 1_048_576
+"""The default request body limit of :func:`install` (1 MiB)."""
 PROBLEM_JSON = "application/problem+json"
 # A caller-supplied id ends up in logs and headers: keep it short and printable.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -90,8 +109,10 @@ def lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """``FastAPI(lifespan=lifespan(app))``: start ``app`` with the server, stop it after.
 
-    ``create_schema=True`` creates missing tables first (demos and SQLite; use migrations or
-    ``dddframe schema`` in production).
+    ``create_schema=True`` creates missing tables first (demos and SQLite). Otherwise (the
+    production setting, where migrations own the schema) the server refuses to start with
+    :class:`~dddframe.errors.SchemaNotReady` when the framework schema is missing or at an
+    older version than this dddframe needs.
     """
 
     @asynccontextmanager
@@ -100,6 +121,8 @@ def lifespan(
         async with application:
             if create_schema:
                 await application.create_schema()
+            else:
+                await check_schema(application.database)
             yield
 
     return run
@@ -127,7 +150,8 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 
 class CorrelationIdMiddleware:
     """ASGI middleware: the request's correlation id becomes the ``correlation_id`` header of
-    the events its commands record (through ``current_headers``) and is echoed back."""
+    the events its commands record (through ``current_headers``) and is echoed back. An error
+    no handler answered becomes a problem+json 500 with the id (logged with its traceback)."""
 
     def __init__(self, app: ASGIApp, header: str = CORRELATION_HEADER) -> None:
         self.app = app
@@ -140,9 +164,12 @@ class CorrelationIdMiddleware:
             return
         given = next((v for k, v in scope["headers"] if k == self._raw), b"").decode("latin-1")
         correlation = given if _VALID_ID.match(given) else str(uuid7())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((self._raw, correlation.encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -151,8 +178,60 @@ class CorrelationIdMiddleware:
         token = current_headers.set({CORRELATION_ID: correlation})
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "unhandled error in %s %s (correlation id %s)",
+                scope.get("method"),
+                scope.get("path"),
+                correlation,
+            )
+            if started:
+                raise  # the response is on its way: the server can only cut it
+            response = problem(
+                500,
+                "The server could not handle this request. Retry later; if it keeps failing, "
+                "report it with the correlation id.",
+                error="InternalServerError",
+            )
+            await response(scope, receive, send_with_id)
         finally:
             current_headers.reset(token)
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: a request body over ``max_bytes`` is refused with 413, by its
+    ``Content-Length`` before it is read, or once the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = _http_problem(_BodyTooLarge(self.max_bytes))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def problem(status: int, detail: str, *, error: str, **extra: Any) -> JSONResponse:
@@ -187,6 +266,37 @@ async def _dddframe_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(_status_of(exc), str(exc), error=type(exc).__name__)
 
 
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    log.info("request conflicts with stored data: %s", exc)
+    return problem(
+        409,
+        "The request conflicts with data stored already (a duplicate of a unique value?).",
+        error="Conflict",
+    )
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    log.info("request holds a value its column cannot store: %s", exc)
+    return problem(
+        422,
+        "A value in the request is out of range or too long to be stored.",
+        error="ValueOutOfRange",
+    )
+
+
+def _http_problem(exc: HTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    response = problem(exc.status_code, detail, error="HTTPError")
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return _http_problem(exc)
+
+
 async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return problem(
@@ -203,8 +313,10 @@ def install(
     correlation_header: str = CORRELATION_HEADER,
     status_page: Application | None = None,
     status_token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
-    """Add the correlation-id middleware and the problem+json exception handlers to ``api``.
+    """Add the correlation-id and body-limit middleware and the problem+json exception
+    handlers to ``api``: no error reaches a client as plain text or a traceback.
 
     The operator status page (``/dddframe/``, see :mod:`dddframe.integrations.status_page`) is
     off by default; pass the application as ``status_page`` and a secret ``status_token`` to
@@ -220,7 +332,15 @@ def install(
         from dddframe.integrations.status_page import status_router
 
         api.include_router(status_router(status_page, status_token))
-    api.add_middleware(CorrelationIdMiddleware, header=correlation_header)
+    if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ConfigurationError(
+            f"install(): max_body_bytes must be a positive number of bytes, not {max_body_bytes!r}"
+        )
+    api.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    api.add_middleware(CorrelationIdMiddleware, header=correlation_header)  # outermost
     for exc_type in (NotFound, DomainError, CommandValidationError, ConcurrencyConflict):
         api.add_exception_handler(exc_type, _dddframe_error)
     api.add_exception_handler(RequestValidationError, _request_invalid)
+    api.add_exception_handler(IntegrityError, _integrity_error)
+    api.add_exception_handler(DataError, _data_error)
+    api.add_exception_handler(HTTPException, _http_error)

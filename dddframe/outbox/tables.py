@@ -60,6 +60,7 @@ __all__ = [
     "outbox_table",
     "parked_table",
     "positions_table",
+    "schema_table",
 ]
 
 framework_metadata = MetaData()
@@ -223,4 +224,14 @@ leases_table = Table(
     Column("owner", String(255), nullable=True),
     Column("expires_at", _Timestamp, nullable=True),
     Column("value", BigInteger, nullable=False, default=0),
+)
+
+# One row per schema owner ("dddframe"): the version of the framework's tables, functions and
+# seed rows in this database. create_schema and the Alembic helpers write it last; workers
+# compare it with the version their dddframe needs (see dddframe.outbox.schema).
+schema_table = Table(
+    "dddframe_schema",
+    framework_metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
 )

@@ -11,12 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from dddframe import Application
 from dddframe.errors import NotFound
 from dddframe.outbox.tables import OUTBOX_STATUS_PREPARED, outbox_table
-from example_shop.catalog import AddProduct, InvalidPrice
+from example_shop.catalog import AddProduct, InvalidPrice, Product
 from example_shop.ordering import (
     CancelOrder,
     Line,
@@ -218,12 +219,14 @@ async def test_database_bus_charges_through_a_half_message(
 
 async def test_invariants_raise_domain_errors(sqlite_db: str, stub: PaymentStub) -> None:
     async with seeded_shop(sqlite_db, stub) as shop:
+        with pytest.raises(ValidationError, match="greater than 0"):
+            AddProduct(sku="X", name="X", price=Decimal(0))
         with pytest.raises(InvalidPrice, match="price must be positive"):
-            await shop.engine.run(AddProduct(sku="X", name="X", price=Decimal(0)))
+            Product.add("X", "X", Decimal(0))  # the aggregate holds its invariant too
         with pytest.raises(NotFound, match="No product with SKU 'NOPE'"):
             await shop.engine.run(PlaceOrder(lines=[Line(sku="NOPE", quantity=1)]))
-        with pytest.raises(OrderError, match="quantity must be at least 1"):
-            await shop.engine.run(PlaceOrder(lines=[Line(sku="MUG", quantity=0)]))
+        with pytest.raises(ValidationError, match="greater than or equal to 1"):
+            Line(sku="MUG", quantity=0)  # the command cannot even be built
         with pytest.raises(OrderError, match="at least one line"):
             await shop.engine.run(PlaceOrder(lines=[]))
         with pytest.raises(OrderError, match="one line only"):

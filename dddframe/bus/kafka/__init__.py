@@ -6,11 +6,19 @@ dead-letter topics, several named clusters. See docs/guarantees/kafka.md.
 True
 """
 
-from dddframe.bus.kafka.bus import KafkaBus
-from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.dead_letters import KafkaDeadLetter, KafkaDeadLetters
-from dddframe.bus.kafka.push import PushFailed
-from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.errors import missing_extra
+
+try:
+    from dddframe.bus.kafka.bus import KafkaBus
+    from dddframe.bus.kafka.config import KafkaCluster
+    from dddframe.bus.kafka.dead_letters import KafkaDeadLetter, KafkaDeadLetters
+    from dddframe.bus.kafka.push import PushFailed
+    from dddframe.bus.kafka.topics import TopicNaming
+except ModuleNotFoundError as _exc:
+    if (_exc.name or "").startswith("dddframe"):
+        raise  # a bug of ours, not a missing extra
+    raise missing_extra(_exc, "kafka", "The Kafka bus") from _exc
+
 
 __all__ = [
     "KafkaBus",

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import UnknownError
+
 from dddframe.errors import ConfigurationError
 
 __all__ = ["BOOTSTRAP_ENV", "IDEMPOTENCE_ENV", "KafkaCluster", "clusters_from_env"]
@@ -51,6 +53,26 @@ class KafkaCluster:
             raise ConfigurationError("enable_idempotence=True needs acks='all'")
         if self.send_timeout <= 0 or self.max_in_flight < 1 or self.partitions < 1:
             raise ConfigurationError("send_timeout > 0, max_in_flight >= 1, partitions >= 1")
+
+    def explain(self, exc: BaseException) -> str | None:
+        """What to change when ``exc`` comes from this configuration, else None.
+
+        A broker without idempotent producers (no InitProducerId, e.g. tansu) fails every
+        send of an idempotent producer with ``[Error -1] UnknownError``, which says nothing.
+
+        >>> print(KafkaCluster(bootstrap="b:9092").explain(UnknownError()))
+        the broker at b:9092 answered [Error -1] UnknownError to an idempotent producer: brokers \
+without idempotent producers do; set KafkaCluster(enable_idempotence=False) \
+(DDDFRAME_KAFKA_IDEMPOTENCE=0 with bus="kafka")
+        """
+        if self.enable_idempotence and isinstance(exc, UnknownError):
+            return (
+                f"the broker at {self.bootstrap} answered {exc} to an idempotent producer: "
+                "brokers without idempotent producers do; set "
+                "KafkaCluster(enable_idempotence=False) "
+                f'({IDEMPOTENCE_ENV}=0 with bus="kafka")'
+            )
+        return None
 
     def producer_options(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,7 @@ from dddframe.bus.kafka.records import to_record
 from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
+from dddframe.errors import ConfigurationError
 from dddframe.observability.tracing import relay_span
 from dddframe.outbox.relay import OutboxRelay
 
@@ -124,6 +125,18 @@ class Relay(OutboxRelay):
                 await producer.stop()
 
     async def run_once(self) -> int:
+        """Read and send one batch; returns how far the read moved (0: caught up). A broker
+        error caused by the cluster's settings is raised as a ConfigurationError saying what
+        to change (logged by the relay loop)."""
+        try:
+            return await self._send_once()
+        except Exception as exc:
+            hint = self.cluster.explain(exc)
+            if hint is None:
+                raise
+            raise ConfigurationError(hint) from exc
+
+    async def _send_once(self) -> int:
         """Read and send one batch; returns how far the read moved (0: caught up).
 
         Batches are pipelined: the next batch is read and sent while the broker acknowledges
