@@ -17,12 +17,14 @@ __all__ = [
     "DeadLetterNotFound",
     "DomainError",
     "EventSerializationError",
+    "HeldBack",
     "MissingBinding",
     "NotFound",
     "PoisonEvent",
     "PositionExpired",
     "UnknownCommand",
     "UnknownEventName",
+    "WorkerCrashed",
     "close_matches",
 ]
 
@@ -88,3 +90,15 @@ class DeadLetterNotFound(DddframeError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class WorkerCrashed(DddframeError):
+    """The process died while delivering this event, ``crash_limit`` times in a row.
+
+    The event is dead-lettered instead of being run again; fix the listener, then replay it.
+    """
+
+
+class HeldBack(DddframeError):
+    """An earlier event of the same aggregate is a dead letter (``block_aggregate``), so this one
+    waits behind it; replay the aggregate's dead letters together to deliver them in order."""
