@@ -111,6 +111,9 @@ class SubscriptionRunner:
         self._key_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._releasing = 0
         self.retry_wakeup = asyncio.Event()
+        # One pass at a time: a second caller waits and continues from where the first ended,
+        # instead of reading (and delivering) the same batch concurrently.
+        self._pass = asyncio.Lock()
         self.active = True  # False once the bus dropped this runner (lease lost, stopping)
 
     @property
@@ -146,12 +149,19 @@ class SubscriptionRunner:
     async def run_once(self, head: int | None = None) -> int:
         """Deliver (or park) one batch; returns how far it moved (0: caught up).
 
+        Calls never overlap: a call made while another runs waits for it (one pass per
+        subscription at a time, whoever calls).
+
         The position a batch reached is stored by the next batch's read transaction, in the
         same statement that marks that batch in flight, or by the pass that finds nothing new
         (or :meth:`flush` at stop): one transaction per batch instead of two, and none between
         a wake-up and the listener. A crash re-delivers at most the batch after the stored
         position, as before.
         """
+        async with self._pass:
+            return await self._run_once(head)
+
+    async def _run_once(self, head: int | None) -> int:
         start = self.position
         careful = self._careful_left > 0
         if head is not None and head <= start and not self._unsaved:
@@ -196,6 +206,10 @@ class SubscriptionRunner:
         """Deliver this subscription's events of a batch read for several at once (see
         :meth:`Sequencer.sequence_and_read`, which stored the position and marked it in
         flight); returns how far it moved."""
+        async with self._pass:
+            return await self._take(shared)
+
+    async def _take(self, shared: SharedRead) -> int:
         start = self.position
         if not self.can_take(shared):
             raise ValueError(
@@ -242,7 +256,14 @@ class SubscriptionRunner:
         if len(lanes) == 1:
             await self._run_lane(next(iter(lanes.values())))
         elif lanes:
-            await asyncio.gather(*(self._run_lane(batch) for batch in lanes.values()))
+            # Every lane ends before the batch does, even when one fails: a lane left running
+            # after its batch raised would deliver alongside the next pass.
+            results = await asyncio.gather(
+                *(self._run_lane(batch) for batch in lanes.values()), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         self.position = upto
         self.caught_up = not careful and len(envelopes) < self.batch_size
         self._unsaved = True
