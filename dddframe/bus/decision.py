@@ -19,7 +19,8 @@ The rules, the same on every transport:
 2. Poison (the record or row cannot be decoded, there is no envelope, the payload is not JSON,
    the event name is unknown, the payload fails validation) is dead-lettered at once: retrying
    cannot change the bytes. A row the outbox reader could not decode carries its reason in the
-   :data:`UNDECODABLE` header, so it is poison wherever it travels.
+   ``dddframe-undecodable`` header (:data:`dddframe.outbox.records.UNDECODABLE`), so it is
+   poison wherever it travels.
 3. A worker crash is retried (one event at a time) until the event was in flight
    ``crash_limit`` times, then dead-lettered.
 4. A listener error or timeout is retried after ``retry.next_delay(attempt)`` seconds until the
@@ -59,9 +60,9 @@ from dddframe.bus.retry import RetryPolicy
 from dddframe.bus.subscription import DeadLetterPolicy, Subscription
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import HeldBack, PoisonEvent, WorkerCrashed
+from dddframe.outbox.records import UNDECODABLE
 
 __all__ = [
-    "UNDECODABLE",
     "DeadLetter",
     "Decision",
     "Deliver",
@@ -74,9 +75,6 @@ __all__ = [
     "decide",
     "undecodable",
 ]
-
-UNDECODABLE = "dddframe-undecodable"
-"""Header naming why the outbox reader could not decode a row (the row is poison)."""
 
 FailureKind = Literal["error", "timeout", "crash", "poison"]
 
@@ -196,7 +194,8 @@ Decision = Deliver | RetryAfter | DeadLetter | WaitBehind
 
 
 def undecodable(envelope: Envelope | None) -> str | None:
-    """Why this envelope's row could not be decoded, or None (see :data:`UNDECODABLE`).
+    """Why this envelope's row could not be decoded, or None (the ``dddframe-undecodable``
+    header).
 
     >>> undecodable(Envelope.new("A:B", "{}", headers={UNDECODABLE: "headers are not JSON"}))
     'headers are not JSON'
