@@ -53,7 +53,8 @@ DeadLetter(reason='no envelope', attempts=1, holds=False)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from dddframe.bus.retry import RetryPolicy
@@ -73,6 +74,7 @@ __all__ = [
     "RetryAfter",
     "WaitBehind",
     "decide",
+    "keep_undecodable",
     "undecodable",
 ]
 
@@ -205,6 +207,22 @@ def undecodable(envelope: Envelope | None) -> str | None:
     if envelope is None:
         return None
     return envelope.headers.get(UNDECODABLE)
+
+
+def keep_undecodable(envelope: Envelope, headers: Mapping[str, str]) -> Envelope:
+    """``envelope`` decoded from broker ``headers``, with the undecodable-row reason those
+    headers carried put back (the codec drops every ``dddframe-*`` header it does not know).
+
+    >>> env = Envelope.new("A:B", "{}")
+    >>> keep_undecodable(env, {UNDECODABLE: "headers are not JSON"}).headers
+    {'dddframe-undecodable': 'headers are not JSON'}
+    >>> keep_undecodable(env, {}) is env
+    True
+    """
+    reason = headers.get(UNDECODABLE)
+    if reason is None:
+        return envelope
+    return replace(envelope, headers={**envelope.headers, UNDECODABLE: str(reason)})
 
 
 def decide(
