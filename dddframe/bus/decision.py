@@ -108,7 +108,11 @@ class Failure:
             kind = "timeout"
         else:
             kind = "error"
-        text = str(exc) or (
+        try:
+            text = str(exc)
+        except Exception:  # an exception whose message itself fails
+            text = "(the error's message could not be printed)"
+        text = text or (
             "the listener ran longer than the subscription's timeout"
             if kind == "timeout"
             else "(no message)"

@@ -31,7 +31,12 @@ _COLUMNS = [
 
 
 class OutboxReader:
-    """Reads sequenced outbox rows in position order."""
+    """Reads sequenced outbox rows in position order.
+
+    A row whose cells cannot be decoded never raises here: it comes back with the reason in
+    its ``dddframe-undecodable`` header (:func:`~dddframe.outbox.records.row_to_envelope`), so
+    the subscription or relay reading it moves on and the consumer dead-letters it as poison.
+    """
 
     async def read(
         self,
