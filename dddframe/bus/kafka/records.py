@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 from dddframe.bus.codec import envelope_from_headers, envelope_headers
@@ -62,4 +63,12 @@ def from_record(
         payload = value.decode()
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"the record value is not JSON text (not UTF-8): {exc}") from exc
-    return keep_undecodable(envelope_from_headers(decoded, payload), decoded)
+    try:
+        env = envelope_from_headers(decoded, payload)
+    except PoisonEvent as missing:
+        try:
+            json.loads(payload)
+        except ValueError as exc:  # not ours at all: say both
+            raise PoisonEvent(f"the record value is not JSON ({exc}) and {missing}") from exc
+        raise
+    return keep_undecodable(env, decoded)
