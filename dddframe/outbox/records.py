@@ -8,10 +8,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import DateTime, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.tables import OUTBOX_STATUS_READY
 
-__all__ = ["UNDECODABLE", "envelope_to_row", "row_to_envelope"]
+__all__ = ["UNDECODABLE", "TolerantTimestamp", "envelope_to_row", "row_to_envelope"]
 
 
 def envelope_to_row(env: Envelope, *, status: int = OUTBOX_STATUS_READY) -> dict[str, Any]:
@@ -148,6 +152,29 @@ def _int_or_none(value: object, column: str, problems: list[str]) -> int | None:
     except ValueError:
         problems.append(f"{column} {_show(value)} is not a number")
         return None
+
+
+class TolerantTimestamp(TypeDecorator[Any]):
+    """How readers fetch ``occurred_at``: SQLite keeps timestamps as text, and SQLAlchemy's
+    parser raises for text that is not one, failing the whole read. This type hands such a
+    cell over as it is, so :func:`row_to_envelope` can report the row as undecodable. Other
+    databases enforce the column type and read it as usual."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(self.impl)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite" and isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                return value
+        return value
 
 
 def utcnow() -> datetime:

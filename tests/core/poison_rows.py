@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from dddframe import Application, DomainEvent, Envelope, EventContext, LimitRetry, Module
 from dddframe.outbox.records import envelope_to_row
@@ -125,10 +125,15 @@ def hostile_rows() -> list[dict[str, Any]]:
     return rows
 
 
-async def insert_rows(app: Application, rows: list[dict[str, Any]]) -> None:
+async def insert_rows(
+    app: Application, rows: list[dict[str, Any]], *, then: tuple[str, ...] = ()
+) -> None:
+    """Insert the rows, then run the ``then`` statements, in one transaction."""
     async with app.database.connect() as conn:
         for row in rows:
             await conn.execute(insert(outbox_table).values(**row))
+        for statement in then:
+            await conn.execute(text(statement))
         await conn.commit()
     app.bus.notify([])
 
