@@ -45,7 +45,9 @@ class ShopSettings(BaseSettings):
         0.5, gt=0, description="First retry delay (seconds) when the provider is unreachable"
     )
     payment_retry_limit: int = Field(
-        10, ge=0, description="Retries before a charge goes to the dead letters"
+        10,
+        ge=0,
+        description="Retries after the first attempt before a charge goes to the dead letters",
     )
     currency: str = Field("EUR", min_length=3, max_length=3)
     consume: bool = Field(

@@ -33,7 +33,13 @@ from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
-from dddframe.errors import ConfigurationError, DddframeError, NotStarted
+from dddframe.errors import (
+    ConfigurationError,
+    DddframeError,
+    NotStarted,
+    PoisonEvent,
+    close_matches,
+)
 from dddframe.outbox.schema import create_schema, drop_schema
 
 __all__ = ["Application"]
@@ -341,10 +347,23 @@ class Application:
 
 
 def _route(delivers: dict[str, Any]) -> Any:
+    """One subscription's delivery callable: each bound name keeps its own decoding target.
+
+    A name the subscription is not bound to (a routing-key pattern, a database that compares
+    names case-insensitively, a hand-made record) can never be delivered: it is poison,
+    dead-lettered at once with the reason, never retried.
+    """
     if len(delivers) == 1:
         return next(iter(delivers.values()))
 
     async def deliver(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
-        await delivers[envelope.name](envelope, attempt, subscription)
+        target = delivers.get(envelope.name)
+        if target is None:
+            raise PoisonEvent(
+                f"{subscription.name} is bound to {sorted(delivers)}, not to "
+                f"{envelope.name[:200]!r}; nothing here can decode it."
+                + close_matches(envelope.name, delivers)
+            )
+        await target(envelope, attempt, subscription)
 
     return deliver

@@ -11,7 +11,8 @@ it, while the lane moves on to other aggregates. The retry loop delivers due ret
 releases the waiting events in order. When retries run out the event becomes a dead letter; under
 ``block_aggregate`` (the default) the aggregate stays blocked until an operator replays or purges
 it, under ``continue`` its later events flow on. Nothing is ever dropped: every event of a batch is
-delivered or parked before the position moves past it.
+delivered or parked before the position moves past it. What to do after a failure (retry, dead
+letter, wait) is :func:`dddframe.bus.decision.decide`'s answer, as on every transport.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from collections.abc import Callable
 from datetime import datetime
 
 from dddframe.bus.dead_letters import DeadLetterStore, Parked
+from dddframe.bus.decision import (
+    DeadLetter,
+    Decision,
+    Deliver,
+    DeliveryPolicy,
+    Failure,
+    Head,
+    RetryAfter,
+    WaitBehind,
+    decide,
+    undecodable,
+)
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -34,7 +47,7 @@ from dddframe.outbox.records import utcnow
 from dddframe.outbox.sequencer import SharedRead
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
 
-__all__ = ["SubscriptionRunner", "WorkerCrashed", "lane_of"]
+__all__ = ["SubscriptionRunner", "lane_of"]
 
 log = logging.getLogger("dddframe.delivery")
 
@@ -98,6 +111,9 @@ class SubscriptionRunner:
         self._key_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._releasing = 0
         self.retry_wakeup = asyncio.Event()
+        # One pass at a time: a second caller waits and continues from where the first ended,
+        # instead of reading (and delivering) the same batch concurrently.
+        self._pass = asyncio.Lock()
         self.active = True  # False once the bus dropped this runner (lease lost, stopping)
 
     @property
@@ -133,12 +149,19 @@ class SubscriptionRunner:
     async def run_once(self, head: int | None = None) -> int:
         """Deliver (or park) one batch; returns how far it moved (0: caught up).
 
+        Calls never overlap: a call made while another runs waits for it (one pass per
+        subscription at a time, whoever calls).
+
         The position a batch reached is stored by the next batch's read transaction, in the
         same statement that marks that batch in flight, or by the pass that finds nothing new
         (or :meth:`flush` at stop): one transaction per batch instead of two, and none between
         a wake-up and the listener. A crash re-delivers at most the batch after the stored
         position, as before.
         """
+        async with self._pass:
+            return await self._run_once(head)
+
+    async def _run_once(self, head: int | None) -> int:
         start = self.position
         careful = self._careful_left > 0
         if head is not None and head <= start and not self._unsaved:
@@ -183,6 +206,10 @@ class SubscriptionRunner:
         """Deliver this subscription's events of a batch read for several at once (see
         :meth:`Sequencer.sequence_and_read`, which stored the position and marked it in
         flight); returns how far it moved."""
+        async with self._pass:
+            return await self._take(shared)
+
+    async def _take(self, shared: SharedRead) -> int:
         start = self.position
         if not self.can_take(shared):
             raise ValueError(
@@ -206,14 +233,21 @@ class SubscriptionRunner:
         """Deliver (or park) a batch read after ``start`` up to ``upto``, marked in flight."""
         if careful:
             self._careful_left -= upto - start
-            if envelopes and self._inflight >= self.crash_limit:
-                # This very event was in flight crash_limit times: park it, don't run it again.
+            if envelopes and self._inflight:
                 crashed = WorkerCrashed(
                     f"the worker died {self._inflight} times while delivering this event; "
                     "fix the listener, then replay it"
                 )
-                await self._park_failure(envelopes[0], crashed, PARKED_DEAD, None, 1)
-                envelopes = []
+                verdict = decide(
+                    self.policy,
+                    attempt=self._inflight,
+                    failure=Failure.of(crashed),
+                    envelope=envelopes[0],
+                )
+                if isinstance(verdict, DeadLetter):
+                    # This very event was in flight crash_limit times: don't run it again.
+                    await self._park_failure(envelopes[0], crashed, verdict)
+                    envelopes = []
         lanes: dict[int, list[Envelope]] = defaultdict(list)
         for env in envelopes:
             lane = self.lane(env.ordering_key)
@@ -222,7 +256,14 @@ class SubscriptionRunner:
         if len(lanes) == 1:
             await self._run_lane(next(iter(lanes.values())))
         elif lanes:
-            await asyncio.gather(*(self._run_lane(batch) for batch in lanes.values()))
+            # Every lane ends before the batch does, even when one fails: a lane left running
+            # after its batch raised would deliver alongside the next pass.
+            results = await asyncio.gather(
+                *(self._run_lane(batch) for batch in lanes.values()), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         self.position = upto
         self.caught_up = not careful and len(envelopes) < self.batch_size
         self._unsaved = True
@@ -246,6 +287,11 @@ class SubscriptionRunner:
         for env in envelopes:
             await self._handle(env)
 
+    @property
+    def policy(self) -> DeliveryPolicy:
+        """The subscription's policies, as :func:`decide` takes them."""
+        return DeliveryPolicy.of(self.subscription, crash_limit=self.crash_limit)
+
     async def _handle(self, env: Envelope) -> None:
         key = env.ordering_key
         if key in self._blocked:
@@ -254,66 +300,84 @@ class SubscriptionRunner:
                     head = self._blocked[key]
                     if head is not None and env.position is not None and env.position < head:
                         return  # delivered before its successor failed (a redelivered batch)
+                    verdict = decide(
+                        self.policy, envelope=env, held_by=Head(f"position {head}", dead=False)
+                    )
+                    assert isinstance(verdict, WaitBehind)
                     async with self.database.connect() as conn:
                         await self.store.park(
                             conn, self.subscription.name, env, state=PARKED_WAITING, attempts=0
                         )
                         await conn.commit()
                     return
-        try:
-            await self.subscription.deliver(env, 1, self.subscription)
+        failure = await self._attempt(env, 1)
+        if failure is None:
             self.delivered += 1
-        except Exception as exc:  # the listener's failure, whatever it is, is ours to park
-            await self._first_failure(env, exc)
+            return
+        exc, verdict = failure
+        await self._park_failure(env, exc, verdict)
 
-    def _next(self, attempts: int, exc: BaseException) -> tuple[str, float | None]:
-        if isinstance(exc, PoisonEvent):
-            return PARKED_DEAD, None
-        delay = self.subscription.retry.next_delay(attempts)
-        return (PARKED_DEAD, None) if delay is None else (PARKED_RETRY, delay)
-
-    async def _first_failure(self, env: Envelope, exc: BaseException) -> None:
-        state, delay = self._next(1, exc)
-        await self._park_failure(env, exc, state, delay, 1)
+    async def _attempt(
+        self, env: Envelope, attempt: int
+    ) -> tuple[BaseException, RetryAfter | DeadLetter] | None:
+        """Deliver unless the decision says otherwise; None when delivered, else the error
+        and what to do about it."""
+        verdict: Decision = decide(self.policy, attempt=attempt, envelope=env)
+        if isinstance(verdict, Deliver):
+            try:
+                await self.subscription.deliver(env, attempt, self.subscription)
+                return None
+            except Exception as exc:  # the listener's failure, whatever it is, is ours to park
+                error: BaseException = exc
+                verdict = decide(
+                    self.policy, attempt=attempt, failure=Failure.of(exc), envelope=env
+                )
+        else:
+            error = PoisonEvent(undecodable(env) or "the row cannot be decoded")
+        assert isinstance(verdict, RetryAfter | DeadLetter)
+        return error, verdict
 
     async def _park_failure(
-        self, env: Envelope, exc: BaseException, state: str, delay: float | None, attempts: int
+        self, env: Envelope, exc: BaseException, verdict: RetryAfter | DeadLetter
     ) -> None:
         key = env.ordering_key
+        retrying = isinstance(verdict, RetryAfter)
+        delay = verdict.delay if isinstance(verdict, RetryAfter) else None
+        attempts = verdict.attempts if isinstance(verdict, DeadLetter) else 1
         async with self._key_locks[key]:
             async with self.database.connect() as conn:
                 await self.store.park(
                     conn,
                     self.subscription.name,
                     env,
-                    state=state,
+                    state=PARKED_RETRY if retrying else PARKED_DEAD,
                     attempts=attempts,
                     delay=delay,
                     error=exc,
                 )
                 await conn.commit()
-            if state == PARKED_RETRY or self._dead_blocks:
+            if retrying or (isinstance(verdict, DeadLetter) and verdict.holds):
                 self._blocked.setdefault(key, env.position)
-        self._log_failure(env, exc, state, attempts, delay)
-        if state == PARKED_RETRY:
+        self._log_failure(env, exc, verdict)
+        if retrying:
             self.retry_wakeup.set()
 
     def _log_failure(
-        self, env: Envelope, exc: BaseException, state: str, attempts: int, delay: float | None
+        self, env: Envelope, exc: BaseException, verdict: RetryAfter | DeadLetter
     ) -> None:
         extra = {
             "event_id": str(env.event_id),
             "correlation_id": env.correlation_id,
             "subscription": self.subscription.name,
         }
-        if state == PARKED_DEAD:
+        if isinstance(verdict, DeadLetter):
             record_dead_lettered(self.subscription.name)
             log.error(
                 "%s: %s %s dead-lettered after %d attempt(s): %s",
                 self.subscription.name,
                 env.name,
                 env.event_id,
-                attempts,
+                verdict.attempts,
                 exc,
                 extra=extra,
             )
@@ -323,8 +387,8 @@ class SubscriptionRunner:
                 self.subscription.name,
                 env.name,
                 env.event_id,
-                attempts,
-                delay or 0,
+                verdict.attempt - 1,
+                verdict.delay,
                 exc,
                 extra=extra,
             )
@@ -385,19 +449,33 @@ class SubscriptionRunner:
 
     async def _redeliver(self, row: Parked) -> bool:
         attempt = row.attempts + 1
+        env: Envelope | None = None
+        failure: tuple[BaseException, RetryAfter | DeadLetter] | None
         try:
             env = row.envelope
-            await self.subscription.deliver(env, attempt, self.subscription)
-        except Exception as exc:
-            state, delay = self._next(attempt, exc)
+        except PoisonEvent as unreadable:  # the parked copy itself cannot be read
+            failure = (
+                unreadable,
+                DeadLetter(Failure.of(unreadable).reason, attempt, self.policy.blocks),
+            )
+        else:
+            failure = await self._attempt(env, attempt)
+        if failure is not None:
+            error, verdict = failure
             async with self.database.connect() as conn:
                 await self.store.set_state(
-                    conn, row.id, state=state, attempts=attempt, delay=delay, error=exc
+                    conn,
+                    row.id,
+                    state=PARKED_RETRY if isinstance(verdict, RetryAfter) else PARKED_DEAD,
+                    attempts=attempt,
+                    delay=verdict.delay if isinstance(verdict, RetryAfter) else None,
+                    error=error,
                 )
                 await conn.commit()
-            self._log_failure(row.envelope, exc, state, attempt, delay)
+            if env is not None:
+                self._log_failure(env, error, verdict)
             # Under `continue` a dead letter does not hold back the events parked behind it.
-            return state == PARKED_DEAD and not self._dead_blocks
+            return isinstance(verdict, DeadLetter) and not verdict.holds
         self.delivered += 1
         async with self.database.connect() as conn:
             await self.store.remove(conn, row.id)

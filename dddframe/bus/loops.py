@@ -1,7 +1,10 @@
 """The background loops of the buses that read the outbox themselves (in-process, database).
 
 One place for: waking on a hint or a poll interval, sequencing then catching every runner up,
-the per-subscription retry loop, and a graceful stop. Stopping lets the current pass finish
+the per-subscription retry loop, and a graceful stop. A pass ends only when every runner's
+catch-up ended, so the next pass never runs a subscription a second time alongside the first
+(and each runner lets one pass in at a time anyway); a runner that fails is logged and backs off
+on its own while the others go on. Stopping lets the current pass finish
 (a statement cancelled half-way can strand a connection that still holds a lock, which SQLite
 then makes every other writer wait for), and only cancels what is still running after a grace
 period.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -26,6 +30,7 @@ __all__ = ["DeliveryLoops"]
 log = logging.getLogger("dddframe.bus.loops")
 
 FLUSH_WHEN_IDLE = 0.1  # seconds without a wake-up before lazily kept positions are stored
+MAX_BACKOFF = 5.0  # seconds a failing runner waits at most before its next pass
 
 
 class DeliveryLoops:
@@ -39,6 +44,8 @@ class DeliveryLoops:
         self.sequencer = Sequencer()
         self._tasks: list[asyncio.Task[None]] = []
         self._connection: AsyncConnection | None = None
+        # runner -> (monotonic time of its next pass, current back-off) after a failed pass
+        self._failing: dict[SubscriptionRunner, tuple[float, float]] = {}
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -69,17 +76,47 @@ class DeliveryLoops:
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            now = time.monotonic()
+            every = list(runners())
+            self._failing = {r: b for r, b in self._failing.items() if r in every}
+            current = [r for r in every if self._failing.get(r, (0.0, 0.0))[0] <= now]
             try:
-                current = list(runners())
                 shared = await self._sequence(current)
-                head = self.sequencer.head
-                await asyncio.gather(*(self._catch_up(r, head, shared) for r in current))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("delivery pass failed; retrying after a pause")
                 await self.pause(min(self.interval, 1.0))
                 self.wake.set()
+                continue
+            head = self.sequencer.head
+            # return_exceptions: the pass waits for every runner, even when one fails.
+            results = await asyncio.gather(
+                *(self._catch_up(r, head, shared) for r in current), return_exceptions=True
+            )
+            for runner, result in zip(current, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, BaseException):
+                    self._back_off(runner, result)
+                else:
+                    self._failing.pop(runner, None)
+
+    def _back_off(self, runner: SubscriptionRunner, error: BaseException) -> None:
+        """Give a failing runner a pause of its own (doubling, up to MAX_BACKOFF)."""
+        _, last = self._failing.get(runner, (0.0, 0.0))
+        backoff = min(self.interval, 0.5) if last == 0 else min(last * 2, MAX_BACKOFF)
+        self._failing[runner] = (time.monotonic() + backoff, backoff)
+        log.error(
+            "%s: delivery pass failed at position %d; the subscription tries again in %.1fs, "
+            "the others go on: %s",
+            runner.subscription.name,
+            runner.position,
+            backoff,
+            error,
+            exc_info=error,
+        )
+        asyncio.get_running_loop().call_later(backoff, self.wake.set)
 
     @staticmethod
     async def _flush(runners: list[SubscriptionRunner]) -> None:

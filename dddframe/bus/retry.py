@@ -4,9 +4,17 @@ easy-bus's RetryDelay).
 A policy answers one question: after ``attempt`` failed attempts, how long to wait before the next
 one, or ``None`` to give up (the event goes to the dead-letter store).
 
+``limit`` means the same for every policy: how many *retries* follow the first attempt, so an
+event is tried at most ``limit + 1`` times (``limit=0``: no retry at all). The one delivery
+decision (:mod:`dddframe.bus.decision`) asks the policy; no transport counts on its own.
+
 >>> policy = ExponentialRetry(base=1, max_delay=5, limit=4, jitter=False)
->>> [policy.next_delay(n) for n in (1, 2, 3, 4)]
-[1.0, 2.0, 4.0, None]
+>>> [policy.next_delay(n) for n in (1, 2, 3, 4, 5)]
+[1.0, 2.0, 4.0, 5.0, None]
+>>> [LimitRetry(limit=2).next_delay(n) for n in (1, 2, 3)]
+[0.0, 0.0, None]
+>>> ExponentialRetry(limit=0).next_delay(1), ExponentialRetry(limit=1, jitter=False).next_delay(1)
+(None, 0.5)
 >>> CustomRetry([0.1, 5]).next_delay(2), CustomRetry([0.1, 5]).next_delay(3)
 (5, None)
 """
@@ -50,7 +58,8 @@ class NoRetry:
 
 @dataclass(frozen=True, slots=True)
 class LimitRetry:
-    """Retry up to ``limit`` times, ``delay`` seconds apart (dddfirework LimitRetry)."""
+    """Retry up to ``limit`` times after the first attempt, ``delay`` seconds apart
+    (dddfirework LimitRetry)."""
 
     limit: int = 3
     delay: float = 0.0
@@ -64,7 +73,8 @@ class LimitRetry:
 
 @dataclass(frozen=True, slots=True)
 class IntervalRetry:
-    """Retry every ``interval`` seconds, up to ``limit`` times; ``limit=None`` retries forever."""
+    """Retry every ``interval`` seconds, up to ``limit`` times after the first attempt;
+    ``limit=None`` retries forever."""
 
     interval: float = 1.0
     limit: int | None = 10
@@ -96,7 +106,8 @@ class CustomRetry:
 
 @dataclass(frozen=True, slots=True)
 class ExponentialRetry:
-    """``base * 2**(attempt-1)`` capped at ``max_delay``, with full jitter, ``limit`` times."""
+    """``base * 2**(attempt-1)`` capped at ``max_delay``, with full jitter, up to ``limit``
+    retries after the first attempt; ``limit=None`` retries forever."""
 
     base: float = 0.5
     max_delay: float = 60.0
@@ -107,9 +118,9 @@ class ExponentialRetry:
         _check_limit(self.limit)
 
     def next_delay(self, attempt: int) -> float | None:
-        if self.limit is not None and attempt >= self.limit:
+        if self.limit is not None and attempt > self.limit:
             return None
-        delay = min(self.max_delay, self.base * 2.0 ** (attempt - 1))
+        delay = float(min(self.max_delay, self.base * 2.0 ** (attempt - 1)))
         return random.uniform(0, delay) if self.jitter else delay
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PositionExpired
-from dddframe.outbox.records import row_to_envelope, utcnow
+from dddframe.outbox.records import TolerantTimestamp, row_to_envelope, utcnow
 from dddframe.outbox.sequencer import SEQUENCER_LEASE
 from dddframe.outbox.tables import leases_table, outbox_table, positions_table
 
@@ -24,14 +24,19 @@ _COLUMNS = [
     outbox_table.c.aggregate_id,
     outbox_table.c.aggregate_version,
     outbox_table.c.event_version,
-    outbox_table.c.occurred_at,
+    type_coerce(outbox_table.c.occurred_at, TolerantTimestamp()).label("occurred_at"),
     outbox_table.c.payload,
     outbox_table.c.headers,
 ]
 
 
 class OutboxReader:
-    """Reads sequenced outbox rows in position order."""
+    """Reads sequenced outbox rows in position order.
+
+    A row whose cells cannot be decoded never raises here: it comes back with the reason in
+    its ``dddframe-undecodable`` header (:func:`~dddframe.outbox.records.row_to_envelope`), so
+    the subscription or relay reading it moves on and the consumer dead-letters it as poison.
+    """
 
     async def read(
         self,

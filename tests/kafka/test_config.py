@@ -92,8 +92,10 @@ def test_record_round_trip_and_poison() -> None:
     back = from_record(headers, value)
     assert back.event_id == env.event_id and back.headers == env.headers
     assert back.aggregate_version == 3 and back.occurred_at == env.occurred_at
+    # text that is not JSON is poison for the listener that decodes it, as on every transport
+    assert from_record(headers, b"{oops").payload_json == "{oops"
     with pytest.raises(PoisonEvent, match="not JSON"):
-        from_record(headers, b"{oops")
+        from_record(headers, b"\xff{oops")
     with pytest.raises(PoisonEvent, match="tombstone"):
         from_record(headers, None)
     with pytest.raises(PoisonEvent, match="envelope header"):

@@ -6,11 +6,15 @@ Order per aggregate: the queue has a single active consumer, which splits messag
 time and acknowledges each only after the listener succeeded (or the message was moved, with a
 publisher confirm, to a delay queue or the dead-letter queue).
 
-A failed message goes to the delay queue for its next retry delay. While it waits, the
+What to do after a failure is :func:`dddframe.bus.decision.decide`'s answer, as on every
+transport. A failed message goes to the delay queue for its next retry delay. While it waits, the
 aggregate is *held*: its later messages are sent, in order, to the same delay queue, marked
 waiting, so they come back right after it and never overtake it. When retries run out the message
 goes to ``<queue>.dlq`` with the reason; under ``block_aggregate`` the aggregate's later messages
-follow it there (marked waiting) until the operator replays them, in order. The hold is kept in
+follow it there (marked waiting) until the operator replays them, in order. Poison (a body that
+is not our envelope, an unknown name, a payload that fails validation, a relayed outbox row that
+could not be decoded) goes there at once, and holds its aggregate the same way when the
+envelope could be read. The hold is kept in
 memory by the active consumer; see docs/guarantees/amqp.md for what a consumer restart means.
 """
 
@@ -35,6 +39,18 @@ from dddframe.bus.amqp.messages import (
 )
 from dddframe.bus.amqp.topology import Topology, dlq_name, routing_keys
 from dddframe.bus.dead_letters import format_error
+from dddframe.bus.decision import (
+    DeadLetter,
+    Decision,
+    Deliver,
+    DeliveryPolicy,
+    Failure,
+    Head,
+    RetryAfter,
+    WaitBehind,
+    decide,
+    undecodable,
+)
 from dddframe.bus.delivery import lane_of
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
@@ -49,6 +65,7 @@ log = logging.getLogger("dddframe.bus.amqp.consumer")
 class _Hold:
     """An aggregate whose messages must queue behind a retrying or dead one."""
 
+    head: str  # the event id of the message it is held behind
     delay_ms: int = 0
     dead: bool = False
     head_pending: bool = True  # the failed message itself has not come back yet
@@ -126,11 +143,17 @@ class SubscriptionConsumer:
             finally:
                 self.inflight -= 1
 
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy.of(self.subscription)
+
     async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         try:
             env = from_message(message)
         except PoisonEvent as exc:
-            await self._to_dlq(message, exc, attempts=1)
+            unreadable = decide(self.policy, failure=Failure.of(exc))  # no envelope: holds nothing
+            assert isinstance(unreadable, DeadLetter)
+            await self._to_dlq(message, exc, attempts=unreadable.attempts)
             return
         key = env.ordering_key
         hold = self._holds.get(key)
@@ -147,12 +170,25 @@ class SubscriptionConsumer:
             or (hold.head_pending and (waiting or fresh))
             or (fresh and hold.parked > 0)  # earlier ones of this aggregate are still out
         ):
-            await self._park_behind(message, hold)
+            behind = decide(self.policy, envelope=env, held_by=Head(hold.head, dead=hold.dead))
+            assert isinstance(behind, WaitBehind)
+            await self._park_behind(message, hold, behind)
             return
-        try:
-            await self.subscription.deliver(env, attempts + 1, self.subscription)
-        except Exception as exc:
-            await self._failed(message, env, exc, attempts + 1)
+        verdict: Decision = decide(self.policy, attempt=attempts + 1, envelope=env)
+        if isinstance(verdict, Deliver):
+            try:
+                await self.subscription.deliver(env, verdict.attempt, self.subscription)
+            except Exception as exc:
+                failed = decide(
+                    self.policy, attempt=verdict.attempt, failure=Failure.of(exc), envelope=env
+                )
+                assert isinstance(failed, RetryAfter | DeadLetter)
+                await self._failed(message, env, exc, failed)
+                return
+        else:
+            assert isinstance(verdict, DeadLetter)  # an undecodable row: poison
+            error = PoisonEvent(undecodable(env) or "the message cannot be decoded")
+            await self._failed(message, env, error, verdict)
             return
         await message.ack()
         if hold is not None and not waiting:
@@ -165,10 +201,12 @@ class SubscriptionConsumer:
             del self._holds[key]
 
     async def _park_behind(
-        self, message: aio_pika.abc.AbstractIncomingMessage, hold: _Hold
+        self, message: aio_pika.abc.AbstractIncomingMessage, hold: _Hold, behind: WaitBehind
     ) -> None:
         if hold.dead:
-            await self._to_dlq(message, None, attempts=header_int(message, ATTEMPT), waiting=True)
+            await self._to_dlq(
+                message, behind.error(), attempts=header_int(message, ATTEMPT), waiting=True
+            )
             return
         await self._to_delay(message, hold.delay_ms, {WAITING: 1})
         hold.parked += 1
@@ -178,44 +216,40 @@ class SubscriptionConsumer:
         message: aio_pika.abc.AbstractIncomingMessage,
         env: Envelope,
         exc: Exception,
-        attempts: int,
+        verdict: RetryAfter | DeadLetter,
     ) -> None:
         key = env.ordering_key
-        delay = (
-            None if isinstance(exc, PoisonEvent) else self.subscription.retry.next_delay(attempts)
-        )
         hold = self._holds.get(key)
-        if delay is None:
+        if isinstance(verdict, DeadLetter):
             log.error(
                 "%s: %s %s dead-lettered after %d attempt(s): %s",
                 self.queue_name,
                 env.name,
                 env.event_id,
-                attempts,
+                verdict.attempts,
                 exc,
             )
-            await self._to_dlq(message, exc, attempts=attempts)
-            if self.subscription.dead_letter == "block_aggregate" and not isinstance(
-                exc, PoisonEvent
-            ):
-                hold = self._holds.setdefault(key, _Hold())
+            await self._to_dlq(message, exc, attempts=verdict.attempts)
+            if verdict.holds:
+                hold = self._holds.setdefault(key, _Hold(str(env.event_id)))
                 hold.dead, hold.head_pending = True, False
             elif hold is not None:
                 hold.head_pending = False
                 self._release_if_done(key)
             return
-        delay_ms = max(1, int(delay * 1000))
+        delay_ms = max(1, int(verdict.delay * 1000))
+        failed_attempts = verdict.attempt - 1
         log.warning(
             "%s: %s %s failed (attempt %d), retry in %dms: %s",
             self.queue_name,
             env.name,
             env.event_id,
-            attempts,
+            failed_attempts,
             delay_ms,
             exc,
         )
-        await self._to_delay(message, delay_ms, {ATTEMPT: attempts, WAITING: 0})
-        hold = self._holds.setdefault(key, _Hold())
+        await self._to_delay(message, delay_ms, {ATTEMPT: failed_attempts, WAITING: 0})
+        hold = self._holds.setdefault(key, _Hold(str(env.event_id)))
         hold.delay_ms, hold.head_pending = delay_ms, True
 
     async def _republish(

@@ -7,6 +7,7 @@ from typing import Any
 import aio_pika
 
 from dddframe.bus.codec import envelope_from_headers, envelope_headers
+from dddframe.bus.decision import keep_undecodable
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 
@@ -50,13 +51,16 @@ def _text(value: Any) -> str:
 
 
 def from_message(message: aio_pika.abc.AbstractMessage) -> Envelope:
-    """Decode a message; anything that is not our envelope raises PoisonEvent with the reason."""
+    """Decode a message; anything that is not our envelope raises PoisonEvent with the reason.
+
+    A relayed outbox row that could not be decoded keeps its reason (the
+    ``dddframe-undecodable`` header), so the consumer dead-letters it as poison."""
     headers = {k: _text(v) for k, v in (message.headers or {}).items() if k not in _OURS}
     try:
         body = message.body.decode()
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"body is not UTF-8 text: {exc}") from exc
-    return envelope_from_headers(headers, body)
+    return keep_undecodable(envelope_from_headers(headers, body), headers)
 
 
 def header_int(message: aio_pika.abc.AbstractMessage, name: str) -> int:

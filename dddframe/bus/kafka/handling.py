@@ -2,10 +2,16 @@
 
 A record is done when every subscription of the group that wants it either handled it, or got
 it forwarded to the group's retry topic (``retry_mode="topic"``) or to the dead-letter topic.
-Under ``dead_letter="block_aggregate"`` (the default) a dead letter holds its aggregate back:
-that subscription's later records of the aggregate go to the dead-letter topic behind it (reason
-:class:`HeldBack`), so replaying the aggregate delivers them all in order. The held aggregates
-are rebuilt from the dead-letter topic whenever partitions are assigned.
+What to do after a failure — retry in place, through the retry topic, dead-letter, or wait
+behind a dead letter — is :func:`dddframe.bus.decision.decide`'s answer, as on every transport;
+``retry_count`` is its ``retry_limit``. Poison (a record that is not our envelope, a value that
+is not JSON, an unknown name, a payload that fails validation, a relayed outbox row that could
+not be decoded) is dead-lettered at once. Under ``dead_letter="block_aggregate"`` (the default)
+a dead letter holds its aggregate back: that subscription's later records of the aggregate go
+to the dead-letter topic behind it (reason :class:`~dddframe.errors.HeldBack`), so replaying
+the aggregate delivers them all in order. The held aggregates are rebuilt from the dead-letter
+topic whenever partitions are assigned. A record no subscription of the group can take (no
+envelope, an unknown name) is dead-lettered for ``<group>.*`` and holds nothing.
 Only then does the consumer count its offset as processed. Forwarding waits for the broker's
 acknowledgement and is retried until it succeeds, so a record is never lost between topics.
 """
@@ -23,15 +29,28 @@ from typing import Any, Literal
 from aiokafka.structs import ConsumerRecord
 
 from dddframe.bus.dead_letters import format_error
+from dddframe.bus.decision import (
+    DeadLetter,
+    Decision,
+    Deliver,
+    DeliveryPolicy,
+    Failure,
+    Head,
+    RetryAfter,
+    WaitBehind,
+    decide,
+    undecodable,
+)
 from dddframe.bus.kafka.records import Headers, from_record
 from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.bus.retry import NoRetry
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry
-from dddframe.errors import HeldBack, PoisonEvent
+from dddframe.errors import PoisonEvent
 from dddframe.observability.metrics import record_dead_lettered
 
-__all__ = ["DLQ", "RETRY", "HeldBack", "RecordHandler", "RetryMode", "Send"]
+__all__ = ["DLQ", "RETRY", "RecordHandler", "RetryMode", "Send"]
 
 log = logging.getLogger("dddframe.bus.kafka.consumer")
 
@@ -62,11 +81,8 @@ def _bytes_headers(rec: ConsumerRecord[Any, Any]) -> dict[str, bytes]:
     return {k: v or b"" for k, v in rec.headers or ()}
 
 
-def _held(head: str) -> HeldBack:
-    return HeldBack(
-        f"held behind dead letter {head} of the same aggregate (dead_letter='block_aggregate');"
-        " replay the aggregate's dead letters together to deliver them in order"
-    )
+_GROUP_POLICY = DeliveryPolicy(NoRetry(), "continue")
+"""For records no subscription of the group can take: nothing to retry, nothing to hold."""
 
 
 class RecordHandler:
@@ -99,11 +115,17 @@ class RecordHandler:
         mode = sub.options.get("retry_mode", self.retry_mode)
         return "topic" if mode == "topic" else "blocking"
 
-    def _next_delay(self, sub: Subscription, attempt: int) -> float | None:
+    def policy(self, sub: Subscription) -> DeliveryPolicy:
+        """The subscription's policies; ``retry_count`` caps its retries."""
         limit = sub.options.get("retry_count", self.retry_count)
-        if isinstance(limit, int) and attempt > limit:
-            return None
-        return sub.retry.next_delay(attempt)
+        return DeliveryPolicy.of(sub, retry_limit=limit if isinstance(limit, int) else None)
+
+    async def _group_poison(
+        self, rec: ConsumerRecord[Any, Any], exc: PoisonEvent, env: Envelope | None
+    ) -> None:
+        verdict = decide(_GROUP_POLICY, failure=Failure.of(exc), envelope=env)
+        assert isinstance(verdict, DeadLetter)
+        await self.dead_letter(rec, None, exc, verdict.attempts, env)
 
     async def handle(self, rec: ConsumerRecord[Any, Any]) -> None:
         """Process one record completely (returns only when it may be committed)."""
@@ -111,25 +133,31 @@ class RecordHandler:
         try:
             env = from_record(rec.headers, rec.value)
         except PoisonEvent as exc:
-            await self.dead_letter(rec, None, exc, attempts=0)
+            await self._group_poison(rec, exc, None)
             return
         if rec.topic == self.retry_topic and raw.get(SUBSCRIPTION):
             await self._handle_retry(rec, raw, env)
             return
         if not self.registry.is_known(env.name):
-            await self.dead_letter(
-                rec, None, PoisonEvent(f"no event class or declaration is named {env.name!r}"), 0
-            )
+            unknown = PoisonEvent(f"no event class or declaration is named {env.name[:200]!r}")
+            await self._group_poison(rec, unknown, env)
             return
         for sub in self.subscriptions.values():
             if not sub.wants(env):
                 continue
             head = self._held_by(sub, env)
             if head is not None:
-                await self.dead_letter(rec, sub, _held(head), 0, env)
+                await self._wait_behind(rec, sub, env, head)
             else:
                 await self._deliver(rec, sub, env, 1)
         self.handled += 1
+
+    async def _wait_behind(
+        self, rec: ConsumerRecord[Any, Any], sub: Subscription, env: Envelope, head: str
+    ) -> None:
+        verdict = decide(self.policy(sub), envelope=env, held_by=Head(head, dead=True))
+        assert isinstance(verdict, WaitBehind)
+        await self.dead_letter(rec, sub, verdict.error(), 0, env)
 
     async def _handle_retry(
         self, rec: ConsumerRecord[Any, Any], raw: dict[str, bytes], env: Envelope
@@ -137,12 +165,11 @@ class RecordHandler:
         name = raw.get(SUBSCRIPTION, b"").decode(errors="replace")
         sub = self.subscriptions.get(name)
         if sub is None:
-            await self.dead_letter(
-                rec, None, PoisonEvent(f"retry record for unknown subscription {name!r}"), 0
-            )
+            unknown = PoisonEvent(f"retry record for unknown subscription {name[:200]!r}")
+            await self._group_poison(rec, unknown, env)
             return
         try:
-            attempt = int(raw.get(ATTEMPT, b"1"))
+            attempt = max(1, int(raw.get(ATTEMPT, b"1")))
             due = float(raw.get(NOT_BEFORE, b"0")) / 1000
         except ValueError:
             attempt, due = 1, 0.0
@@ -151,19 +178,19 @@ class RecordHandler:
             await asyncio.sleep(wait)
         head = self._held_by(sub, env)
         if head is not None and head != str(env.event_id):
-            await self.dead_letter(rec, sub, _held(head), 0, env)  # still behind its head
+            await self._wait_behind(rec, sub, env, head)  # still behind its head
         elif await self._deliver(rec, sub, env, attempt) and head is not None:
             self.held[sub.name].pop(env.ordering_key, None)  # the head went through: release
         self.handled += 1
 
     def _held_by(self, sub: Subscription, env: Envelope) -> str | None:
         """The event id of the dead letter holding this aggregate back, if any."""
-        if sub.dead_letter != "block_aggregate" or env.aggregate_id is None:
+        if not self.policy(sub).blocks or env.aggregate_id is None:
             return None
         return self.held.get(sub.name, {}).get(env.ordering_key)
 
     def _hold(self, sub: Subscription, env: Envelope) -> None:
-        if sub.dead_letter == "block_aggregate" and env.aggregate_id is not None:
+        if env.aggregate_id is not None:
             self.held.setdefault(sub.name, {}).setdefault(env.ordering_key, str(env.event_id))
 
     def load_held(self, letters: Iterable[tuple[str, str, str]]) -> None:
@@ -181,30 +208,38 @@ class RecordHandler:
     ) -> bool:
         """Deliver with the listener's retries; True if delivered, False if it left (retry
         topic or dead letters)."""
+        policy = self.policy(sub)
         while True:
-            try:
-                await sub.deliver(env, attempt, sub)
-                return True
-            except Exception as exc:  # the listener's failure is ours to retry or park
-                delay = None if isinstance(exc, PoisonEvent) else self._next_delay(sub, attempt)
-                if delay is None:
-                    await self.dead_letter(rec, sub, exc, attempt, env)
-                    return False
-                log.warning(
-                    "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
-                    sub.name,
-                    env.name,
-                    env.event_id,
-                    attempt,
-                    delay,
-                    exc,
-                    extra={"event_id": str(env.event_id), "correlation_id": env.correlation_id},
-                )
-                if self._mode(sub) == "topic":
-                    await self._to_retry_topic(rec, sub, attempt + 1, delay)
-                    return False
-                await asyncio.sleep(delay)
-                attempt += 1
+            verdict: Decision = decide(policy, attempt=attempt, envelope=env)
+            error: BaseException
+            if isinstance(verdict, Deliver):
+                try:
+                    await sub.deliver(env, attempt, sub)
+                    return True
+                except Exception as exc:  # the listener's failure is ours to retry or park
+                    error = exc
+                    verdict = decide(policy, attempt=attempt, failure=Failure.of(exc), envelope=env)
+            else:
+                error = PoisonEvent(undecodable(env) or "the record cannot be decoded")
+            if isinstance(verdict, DeadLetter):
+                await self.dead_letter(rec, sub, error, verdict.attempts, env, holds=verdict.holds)
+                return False
+            assert isinstance(verdict, RetryAfter)
+            log.warning(
+                "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
+                sub.name,
+                env.name,
+                env.event_id,
+                attempt,
+                verdict.delay,
+                error,
+                extra={"event_id": str(env.event_id), "correlation_id": env.correlation_id},
+            )
+            if self._mode(sub) == "topic":
+                await self._to_retry_topic(rec, sub, verdict.attempt, verdict.delay)
+                return False
+            await asyncio.sleep(verdict.delay)
+            attempt = verdict.attempt
 
     def _origin(self, rec: ConsumerRecord[Any, Any]) -> _Origin:
         raw = _bytes_headers(rec)
@@ -254,7 +289,11 @@ class RecordHandler:
         exc: BaseException,
         attempts: int,
         env: Envelope | None = None,
+        *,
+        holds: bool = False,
     ) -> None:
+        """Forward the record to the dead-letter topic with the reason; ``holds``: its
+        aggregate's later records of ``sub`` wait behind it (``block_aggregate``)."""
         reason, _ = format_error(exc)
         name = sub.name if sub is not None else f"{self.group_id}.*"
         headers = [
@@ -267,7 +306,7 @@ class RecordHandler:
             (DLQ + "at", datetime.now(UTC).isoformat().encode()),
         ]
         await self.send(self.dead_letter_topic, rec.key, rec.value, headers)
-        if sub is not None and env is not None:
+        if holds and sub is not None and env is not None:
             self._hold(sub, env)
         record_dead_lettered(name)
         log.error(

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from dddframe.bus.codec import envelope_from_headers, envelope_headers
+from dddframe.bus.decision import keep_undecodable
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 
@@ -49,12 +50,25 @@ def to_record(env: Envelope) -> tuple[bytes | None, bytes, Headers]:
 def from_record(
     headers: Sequence[tuple[str, bytes | None]] | None, value: bytes | None
 ) -> Envelope:
-    """The envelope of a record; PoisonEvent says why a record is not one of ours."""
+    """The envelope of a record; PoisonEvent says why a record is not one of ours.
+
+    A value that is text but not JSON still makes an envelope, as an outbox row with such a
+    payload does: a listener that decodes the payload finds it poison (and its aggregate waits
+    behind it under ``block_aggregate``), one that takes the raw envelope gets it.
+    """
+    decoded = decode_headers(headers)
     if value is None:
         raise PoisonEvent("the record has no value (a tombstone), not a dddframe event")
     try:
         payload = value.decode()
-        json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PoisonEvent(f"the record value is not JSON: {exc}") from exc
-    return envelope_from_headers(decode_headers(headers), payload)
+    except UnicodeDecodeError as exc:
+        raise PoisonEvent(f"the record value is not JSON text (not UTF-8): {exc}") from exc
+    try:
+        env = envelope_from_headers(decoded, payload)
+    except PoisonEvent as missing:
+        try:
+            json.loads(payload)
+        except ValueError as exc:  # not ours at all: say both
+            raise PoisonEvent(f"the record value is not JSON ({exc}) and {missing}") from exc
+        raise
+    return keep_undecodable(env, decoded)
