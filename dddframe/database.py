@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from dddframe.errors import ConfigurationError, DatabaseUnavailable, missing_extra
+from dddframe.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    MissingDependency,
+    missing_extra,
+)
 
 __all__ = ["Database", "unavailable"]
 
@@ -112,6 +117,15 @@ def unavailable(
                 cause=link,
             )
     return None
+
+
+def _missing_driver(exc: ModuleNotFoundError, drivername: str) -> MissingDependency | None:
+    """The error for a database driver that is not installed, naming the extra that brings it
+    (None when the missing module is not a driver of ours)."""
+    extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+    if extra is None:
+        return None
+    return missing_extra(exc, extra, f"database_url {drivername}://")
 
 
 def _timed_connect(driver: str, url: str, timeout: float) -> Callable[..., Awaitable[Any]]:
@@ -214,7 +228,14 @@ class Database:
             connect_args: dict[str, Any] = {}
             driver = parsed.get_driver_name()
             if driver in _CONNECT:
-                connect_args["async_creator_fn"] = _timed_connect(driver, shown, connect_timeout)
+                try:
+                    creator = _timed_connect(driver, shown, connect_timeout)
+                except ModuleNotFoundError as exc:
+                    missing = _missing_driver(exc, parsed.drivername)
+                    if missing is None:
+                        raise
+                    raise missing from exc
+                connect_args["async_creator_fn"] = creator
             if driver == "asyncpg" and command_timeout is not None:
                 connect_args["command_timeout"] = command_timeout
             options["connect_args"] = connect_args
@@ -228,10 +249,10 @@ class Database:
         try:
             self.engine: AsyncEngine = create_async_engine(parsed, **options)
         except ModuleNotFoundError as exc:
-            extra = _EXTRAS.get((exc.name or "").partition(".")[0])
-            if extra is None:
+            missing = _missing_driver(exc, parsed.drivername)
+            if missing is None:
                 raise
-            raise missing_extra(exc, extra, f"database_url {parsed.drivername}://") from exc
+            raise missing from exc
         if backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
