@@ -1,26 +1,23 @@
-"""The database bus runs the shared contract suite on SQLite, PostgreSQL and MariaDB."""
+"""Harnesses of the transports that deliver straight from the outbox: in-process and database."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from dddframe.bus import EventBus, RetryPolicy
 from dddframe.bus.database import DatabaseBus
-from tests.contract.conftest import OutboxHarnessBase
+from dddframe.bus.inprocess import InProcessBus
+from dddframe.testing.contract import OutboxHarness
 
 
-class DatabaseHarness(OutboxHarnessBase):
-    name = "database"
-
-    def __init__(self, url: str, request: Any) -> None:
-        super().__init__(url)
+class InProcessHarness(OutboxHarness):
+    name = "inprocess"
+    shares_work = False  # one application process per database
 
     def bus(self, retry: RetryPolicy) -> EventBus:
-        return DatabaseBus(retry=retry, run_interval=0.05, concurrency=4, lease_ttl=5)
+        return InProcessBus(retry=retry, poll_interval=0.05, concurrency=4)
 
 
-HARNESSES = {
-    "database-sqlite": (DatabaseHarness, "sqlite"),
-    "database-postgresql": (DatabaseHarness, "postgresql"),
-    "database-mariadb": (DatabaseHarness, "mariadb"),
-}
+class DatabaseHarness(OutboxHarness):
+    name = "database"
+
+    def bus(self, retry: RetryPolicy) -> EventBus:
+        return DatabaseBus(retry=retry, run_interval=0.05, concurrency=4, lease_ttl=2)
