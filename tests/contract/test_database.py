@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from dddframe.testing.contract import TransportContract
-from tests.contract.harnesses.database import DatabaseHarness
+from tests.contract.harnesses.database import OUTBOX_DEFECTS, SQLITE_NOT_APPLICABLE, DatabaseHarness
 from tests.services import database_url
 
 
 class TestDatabaseSqlite(TransportContract):
     transport_label = "database (SQLite)"
-    expected_failures: dict[str, str] = {}
+    expected_failures = OUTBOX_DEFECTS
+    not_applicable = SQLITE_NOT_APPLICABLE
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> DatabaseHarness:
@@ -22,7 +23,7 @@ class TestDatabaseSqlite(TransportContract):
 
 class TestDatabasePostgres(TransportContract):
     transport_label = "database (PostgreSQL)"
-    expected_failures: dict[str, str] = {}
+    expected_failures = OUTBOX_DEFECTS
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> DatabaseHarness:
@@ -31,7 +32,7 @@ class TestDatabasePostgres(TransportContract):
 
 class TestDatabaseMariadb(TransportContract):
     transport_label = "database (MariaDB)"
-    expected_failures: dict[str, str] = {}
+    expected_failures = OUTBOX_DEFECTS
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> DatabaseHarness:

@@ -7,13 +7,22 @@ from pathlib import Path
 import pytest
 
 from dddframe.testing.contract import TransportContract
-from tests.contract.harnesses.database import InProcessHarness
+from tests.contract.harnesses.database import (
+    OUTBOX_DEFECTS,
+    SQLITE_NOT_APPLICABLE,
+    InProcessHarness,
+)
 from tests.services import database_url
 
 
 class TestInProcess(TransportContract):
     transport_label = "in-process"
-    expected_failures: dict[str, str] = {}
+    expected_failures = OUTBOX_DEFECTS
+    not_applicable = {
+        **SQLITE_NOT_APPLICABLE,
+        "test_two_consumers_share_a_subscription": "the in-process bus runs one consuming "
+        "process per database",
+    }
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> InProcessHarness:

@@ -48,9 +48,10 @@ def scenario(title: str, *, origin: str = "") -> Callable[[F], F]:
 
 
 def scenarios_of(cls: type) -> Iterator[tuple[str, Scenario]]:
-    """(method name, scenario) of every scenario of ``cls``, base classes first, in order."""
+    """(method name, scenario) of every scenario of ``cls``, class by class in method resolution
+    order (so ``TransportContract`` lists its groups in the order of its bases)."""
     seen: set[str] = set()
-    for klass in reversed(cls.__mro__):
+    for klass in cls.__mro__:
         for name, value in vars(klass).items():
             meta = getattr(value, _ATTR, None)
             if isinstance(meta, Scenario) and name not in seen:
@@ -64,21 +65,28 @@ class ContractSuite:
     ``expected_failures``: ``{"test_method": "why it fails today"}``."""
 
     expected_failures: ClassVar[Mapping[str, str]] = {}
+    not_applicable: ClassVar[Mapping[str, str]] = {}
     transport_label: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         known = {name for name, _ in scenarios_of(cls)}
-        unknown = sorted(set(cls.expected_failures) - known)
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__}.expected_failures names no scenario: {unknown}; the scenarios "
-                f"are the test_* methods marked with @scenario, e.g. {sorted(known)[:3]}"
-            )
+        for attr in ("expected_failures", "not_applicable"):
+            unknown = sorted(set(getattr(cls, attr)) - known)
+            if unknown:
+                raise TypeError(
+                    f"{cls.__name__}.{attr} names no scenario: {unknown}; the scenarios are "
+                    f"the test_* methods marked with @scenario, e.g. {sorted(known)[:3]}"
+                )
+        both = sorted(set(cls.expected_failures) & set(cls.not_applicable))
+        if both:
+            raise TypeError(f"{cls.__name__}: {both} cannot be both expected to fail and n/a")
 
     @pytest.fixture(autouse=True)
     def _dddframe_expected_failure(self, request: pytest.FixtureRequest) -> None:
         name = getattr(request.node, "originalname", request.node.name)
+        if name in self.not_applicable:
+            pytest.skip(f"not applicable: {self.not_applicable[name]}")
         reason = self.expected_failures.get(name)
         if reason:
             request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
@@ -86,7 +94,8 @@ class ContractSuite:
 
 def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
     """The markdown table of every scenario (rows) on every suite's transport (columns):
-    ``pass`` where the scenario passes, ``fails: <reason>`` where it is a known failure."""
+    ``pass`` where the scenario passes, ``fails: <reason>`` where it is a known failure,
+    ``n/a`` where it cannot apply (its reason is in the suite's ``not_applicable``)."""
     if not suites:
         raise ValueError("markdown_table() needs at least one ContractSuite subclass")
     rows: dict[str, tuple[Scenario, dict[str, str]]] = {}
@@ -95,7 +104,10 @@ def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
         for name, meta in scenarios_of(suite):
             cells = rows.setdefault(name, (meta, {}))[1]
             reason = suite.expected_failures.get(name)
-            cells[label] = f"fails: {_short(reason)}" if reason else "pass"
+            if name in suite.not_applicable:
+                cells[label] = "n/a"
+            else:
+                cells[label] = f"fails: {_short(reason)}" if reason else "pass"
     lines = [
         "| scenario | origin | " + " | ".join(labels) + " |",
         "|---|---|" + "---|" * len(labels),
@@ -110,12 +122,14 @@ def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
             + " | ".join(cells.get(label, "not run") for label in labels)
             + " |"
         )
-    runs = sum(len(cells) for _, cells in rows.values())
-    failing = sum(v.startswith("fails") for _, cells in rows.values() for v in cells.values())
+    values = [v for _, cells in rows.values() for v in cells.values()]
+    failing = sum(v.startswith("fails") for v in values)
+    skipped = values.count("n/a")
+    runs = len(values) - skipped
     lines.append("")
     lines.append(
         f"{len(rows)} scenarios on {len(labels)} transports: {runs} runs, "
-        f"{runs - failing} pass, {failing} known failures."
+        f"{runs - failing} pass, {failing} known failures, {skipped} not applicable."
     )
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,7 @@ POISON_KINDS: tuple[PoisonKind, ...] = (
 UNKNOWN_NAME = "Contract:NeverDeclared"
 
 
-class NotSupportedHere(Exception):  # noqa: N818 - a signal, not an error
+class NotSupportedHere(Exception):
     """Raised by a harness for a fault its transport cannot have; the scenario is skipped."""
 
 
@@ -163,7 +163,7 @@ class TransportHarness(ABC):
 def _aggregate_id(letter: Any) -> str | None:
     try:
         return letter.envelope.aggregate_id  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - a dead letter's stored envelope may be the damage itself
+    except Exception:
         key = str(getattr(letter, "ordering_key", "") or "")
         return key.partition(":")[2] or key or None
 

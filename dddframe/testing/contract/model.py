@@ -10,6 +10,7 @@ not affected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -197,10 +198,9 @@ class Probe:
         async with asyncio.timeout(timeout):
             while not predicate():
                 self.changed.clear()
-                try:
+                # A predicate on dead letters changes without the probe noticing: poll too.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 0.2)
-                except TimeoutError:
-                    pass  # a predicate on dead letters changes without the probe noticing
 
     async def record(self, listener: str, agg: str, value: int, ctx: EventContext) -> None:
         key = f"{listener}:{agg}"

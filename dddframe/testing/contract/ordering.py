@@ -32,7 +32,7 @@ class OrderingContract(ContractSuite):
     """Readers follow commits, not insert order: a late commit is never skipped."""
 
     @scenario(
-        "Out-of-order commits with rollbacks: every committed event is delivered, no rolled-back one",
+        "Out-of-order commits with rollbacks: every committed event delivered, no rolled-back one",
         origin="watermill-sql TestNotMissingMessages",
     )
     async def test_out_of_order_commits_with_rollbacks(self, harness: TransportHarness) -> None:
@@ -43,9 +43,7 @@ class OrderingContract(ContractSuite):
             gates = ["a", "b", "c", "d"]
             tasks = {}
             for gate in gates:  # rows inserted in this order, each transaction left open
-                tasks[gate] = asyncio.create_task(
-                    app.engine.run(Hold(gate=gate, fail=gate == "b"))
-                )
+                tasks[gate] = asyncio.create_task(app.engine.run(Hold(gate=gate, fail=gate == "b")))
                 await probe.wait_entered(gate)
             await app.engine.run(Increment(counter_id=cid))  # inserted last, commits first
             await probe.wait_for(1)

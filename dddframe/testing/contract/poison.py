@@ -48,8 +48,8 @@ async def _poison_scenario(harness: TransportHarness, kind: PoisonKind) -> None:
             skip_unsupported(exc)
         (good,) = await new_counters(app)
         await app.engine.run(Increment(counter_id=good, times=2))
-        await probe.wait_for(2)
-        letters = await harness.wait_for_dead_letters(app, 1) if reaches else []
+        await probe.wait_for(2, timeout=10)
+        letters = await harness.wait_for_dead_letters(app, 1, timeout=10) if reaches else []
         await app.drain()
         after = await harness.dead_letters(app)
     assert probe.versions(good) == [2, 3]

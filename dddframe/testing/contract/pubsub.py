@@ -52,14 +52,15 @@ class PubSubContract(ContractSuite):
             assert ctx.envelope.aggregate_type == "ContractCounter"
         assert len({s.event_id for s in probe.seen}) == 9
 
-    @scenario("Several subscriptions of one event, concurrently", origin="Watermill TestConcurrentSubscribe")
+    @scenario(
+        "Several subscriptions of one event, concurrently",
+        origin="Watermill TestConcurrentSubscribe",
+    )
     async def test_concurrent_subscribe(self, harness: TransportHarness) -> None:
         probe = Probe()
         async with harness.running(contract_modules(probe, auditor=True), FAST) as app:
             ids = await new_counters(app, 4)
-            await asyncio.gather(
-                *(app.engine.run(Increment(counter_id=c, times=2)) for c in ids)
-            )
+            await asyncio.gather(*(app.engine.run(Increment(counter_id=c, times=2)) for c in ids))
             await probe.wait_for(8)
             await probe.wait_for(8, listener="auditor")
             await app.drain()
@@ -141,16 +142,15 @@ class PubSubContract(ContractSuite):
             assert probe.versions(cid) == [2, 3, 4, 5, 6]
 
     @scenario(
-        "Closing while deliveries are in flight loses nothing", origin="Watermill TestConcurrentClose"
+        "Closing while deliveries are in flight loses nothing",
+        origin="Watermill TestConcurrentClose",
     )
     async def test_close_with_deliveries_in_flight(self, harness: TransportHarness) -> None:
         probe = Probe()
         probe.call_delay = 0.3
         async with harness.running(contract_modules(probe), FAST) as app:
             ids = await new_counters(app, 3)
-            await asyncio.gather(
-                *(app.engine.run(Increment(counter_id=c, times=3)) for c in ids)
-            )
+            await asyncio.gather(*(app.engine.run(Increment(counter_id=c, times=3)) for c in ids))
             await probe.wait_until(lambda: sum(probe.attempts[str(c)] for c in ids) >= 2)
         probe.call_delay = 0
         async with harness.running(contract_modules(probe), FAST, fresh=False) as app:
@@ -160,7 +160,8 @@ class PubSubContract(ContractSuite):
             assert probe.versions(cid) == [2, 3, 4]
 
     @scenario(
-        "Delivery resumes after a run of listener errors", origin="Watermill TestContinueAfterErrors"
+        "Delivery resumes after a run of listener errors",
+        origin="Watermill TestContinueAfterErrors",
     )
     async def test_continue_after_errors(self, harness: TransportHarness) -> None:
         probe = Probe()
@@ -301,13 +302,13 @@ class PubSubContract(ContractSuite):
         if not harness.shares_work:
             pytest.skip(f"{harness.name} runs one consuming process per database")
         probe = Probe()
-        async with harness.running(contract_modules(probe), FAST) as first:
-            async with harness.running(contract_modules(probe), FAST, fresh=False):
-                ids = await new_counters(first, 4)
-                await asyncio.gather(
-                    *(first.engine.run(Increment(counter_id=c, times=4)) for c in ids)
-                )
-                await probe.wait_for(16)
+        async with (
+            harness.running(contract_modules(probe), FAST) as first,
+            harness.running(contract_modules(probe), FAST, fresh=False),
+        ):
+            ids = await new_counters(first, 4)
+            await asyncio.gather(*(first.engine.run(Increment(counter_id=c, times=4)) for c in ids))
+            await probe.wait_for(16)
         for cid in ids:
             assert probe.versions(cid) == [2, 3, 4, 5]
 

@@ -23,7 +23,6 @@ from dddframe.bus.retry import (
 from dddframe.testing.contract.catalog import ContractSuite, scenario
 from dddframe.testing.contract.harness import TransportHarness
 from dddframe.testing.contract.model import Increment, Probe, contract_modules, new_counters
-from dddframe.testing.contract.pubsub import FAST
 
 __all__ = ["RetryContract", "allowed_attempts"]
 
@@ -74,7 +73,9 @@ class RetryContract(ContractSuite):
     async def test_custom_retry(self, harness: TransportHarness) -> None:
         await _policy_scenario(harness, CustomRetry([0.01, 0.05, 0.02]))
 
-    @scenario("ExponentialRetry (with jitter) gives up at its limit", origin="dddframe retry policies")
+    @scenario(
+        "ExponentialRetry (with jitter) gives up at its limit", origin="dddframe retry policies"
+    )
     async def test_exponential_retry(self, harness: TransportHarness) -> None:
         await _policy_scenario(harness, ExponentialRetry(base=0.01, max_delay=0.05, limit=3))
 

@@ -21,3 +21,17 @@ class DatabaseHarness(OutboxHarness):
 
     def bus(self, retry: RetryPolicy) -> EventBus:
         return DatabaseBus(retry=retry, run_interval=0.05, concurrency=4, lease_ttl=2)
+
+
+# What fails today on every transport that reads the outbox (strict xfails; remove when fixed).
+OUTBOX_DEFECTS = {
+    "test_poison_no_envelope": "issue 11 defect 3: an outbox row whose event_id is not a UUID "
+    "raises in the reader and stops the subscription for every aggregate",
+    "test_poison_undecodable_header": "issue 11 defect 3: an outbox row whose headers cell is "
+    "not JSON raises in the reader and stops the subscription for every aggregate",
+}
+SQLITE_NOT_APPLICABLE = {
+    "test_out_of_order_commits_with_rollbacks": "SQLite serializes writers, so transactions "
+    "cannot commit out of order",
+    "test_reconnect_after_connection_drop": "SQLite has no server connection to drop",
+}

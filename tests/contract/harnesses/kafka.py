@@ -26,7 +26,9 @@ def damaged_record(kind: PoisonKind, env: Envelope) -> tuple[bytes | None, bytes
     elif kind == "no_envelope":
         headers = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
     elif kind == "unknown_name":
-        headers = [(k, UNKNOWN_NAME.encode() if k == HEADER_PREFIX + "name" else v) for k, v in headers]
+        headers = [
+            (k, UNKNOWN_NAME.encode() if k == HEADER_PREFIX + "name" else v) for k, v in headers
+        ]
     elif kind == "validation_failure":
         value = b'{"counter_id": "x", "value": "many", "by": null}'
     elif kind == "undecodable_header":
