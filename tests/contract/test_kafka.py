@@ -13,7 +13,20 @@ from tests.services import database_url
 
 class TestKafka(TransportContract):
     transport_label = "Kafka"
-    expected_failures: dict[str, str] = {}
+    expected_failures = {
+        "test_poison_not_json": "issue 11 defect 11: the dead letter of an undecodable Kafka "
+        "record gets a made-up event id and no aggregate, though its headers carry the real ones",
+        "test_poison_undecodable_header": "issue 11 defect 11: the dead letter of an undecodable "
+        "Kafka record gets a made-up event id and no aggregate, though its headers carry them",
+        "test_retry_state_survives_restart": "issue 11 (one delivery decision): Kafka's blocking "
+        "retries are kept in memory and run to exhaustion while the consumer stops, "
+        "dead-lettering the record during shutdown",
+        "test_dead_letter_then_replay_releases_waiting_in_order": "issue 11 (one delivery "
+        "decision, wait-behind): Kafka dead-letters the events waiting behind a dead letter as "
+        "HeldBack letters of their own instead of holding them behind it",
+        "test_new_subscriber_from_latest": "issue 11 (start positions): Kafka ignores "
+        "listen(start='latest'); a new consumer group always begins at the earliest offset",
+    }
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> KafkaHarness:

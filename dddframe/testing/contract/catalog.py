@@ -131,6 +131,14 @@ def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
         f"{len(rows)} scenarios on {len(labels)} transports: {runs} runs, "
         f"{runs - failing} pass, {failing} known failures, {skipped} not applicable."
     )
+    notes = [
+        f"* {label}, {rows[name][0].title}: {' '.join(reason.split())}"
+        for suite, label in zip(suites, labels, strict=True)
+        for attr in ("not_applicable", "expected_failures")
+        for name, reason in getattr(suite, attr).items()
+    ]
+    if notes:
+        lines += ["", "Why a scenario fails or does not apply:", "", *notes]
     return "\n".join(lines) + "\n"
 
 

@@ -244,7 +244,7 @@ class PubSubContract(ContractSuite):
             await app.drain()
         modules = contract_modules(probe, auditor=True)
         async with harness.running(modules, FAST, fresh=False) as app:
-            await probe.wait_for(3, listener="auditor")
+            await probe.wait_for(3, listener="auditor", timeout=10)
             await app.drain()
         assert probe.versions(cid, "auditor") == [2, 3, 4]
 

@@ -34,7 +34,7 @@ def damaged_message(kind: PoisonKind, env: Envelope) -> aio_pika.Message:
     elif kind == "validation_failure":
         body = b'{"counter_id": "x", "value": "many", "by": null}'
     elif kind == "undecodable_header":
-        headers["x-broken"] = b"\xff\xfe not utf-8"
+        headers["x-broken"] = bytearray(b"\xff\xfe not utf-8")  # an AMQP byte array
     return aio_pika.Message(
         body=body,
         headers=headers,
