@@ -24,6 +24,8 @@ class TestKafka(TransportContract):
         "test_dead_letter_then_replay_releases_waiting_in_order": "issue 11 (one delivery "
         "decision, wait-behind): Kafka dead-letters the events waiting behind a dead letter as "
         "HeldBack letters of their own instead of holding them behind it",
+        "test_consumer_groups": "issue 11 (one delivery decision): a blocking retry on Kafka "
+        "holds every aggregate of its partition, not only the failing one",
         "test_new_subscriber_from_latest": "issue 11 (start positions): Kafka ignores "
         "listen(start='latest'); a new consumer group always begins at the earliest offset",
     }

@@ -153,6 +153,7 @@ class Probe:
     hang_once: set[str] = field(default_factory=set)  # first call for it never returns
     always_hang: set[str] = field(default_factory=set)
     fail_versions: set[tuple[str, int]] = field(default_factory=set)  # (aggregate, version)
+    fail_for: set[tuple[str, str]] = field(default_factory=set)  # (listener, aggregate)
     call_delay: float = 0.0
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -216,7 +217,7 @@ class Probe:
             await asyncio.sleep(self.call_delay)
         if self.fail_everything:
             raise RuntimeError(f"listener {listener} fails for everything")
-        if agg in self.always_fail:
+        if agg in self.always_fail or (listener, agg) in self.fail_for:
             raise RuntimeError(f"listener always fails for {agg}")
         if self.fail_times.get(agg, 0) > 0:
             self.fail_times[agg] -= 1

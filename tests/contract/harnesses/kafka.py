@@ -48,7 +48,7 @@ class KafkaHarness(TransportHarness):
         cluster = KafkaCluster(
             bootstrap=self.bootstrap,
             enable_idempotence=broker.idempotence(),
-            partitions=2,
+            partitions=1,  # every aggregate shares the partition: head-of-line effects show
             session_timeout=6.0,
         )
         return KafkaBus(
