@@ -276,15 +276,18 @@ class PubSubContract(ContractSuite):
     )
     async def test_consumer_groups(self, harness: TransportHarness) -> None:
         probe = Probe()
-        modules = contract_modules(probe, auditor=True, auditor_retry=IntervalRetry(0.05, None))
+        # Long enough to hold the auditor while the rest flows, finite so a transport that
+        # blocks other aggregates behind it fails in seconds, not at the suite's timeout.
+        retry = IntervalRetry(0.05, limit=200)
+        modules = contract_modules(probe, auditor=True, auditor_retry=retry)
         async with harness.running(modules, FAST) as app:
             bad, good = await new_counters(app, 2)
             # The auditor group fails for `bad` until told otherwise; `increments` must not wait.
             probe.fail_for.add(("auditor", str(bad)))
             await app.engine.run(Increment(counter_id=bad))
             await app.engine.run(Increment(counter_id=good, times=3))
-            await probe.wait_for(4)
-            await probe.wait_for(3, listener="auditor")
+            await probe.wait_for(4, timeout=10)
+            await probe.wait_for(3, listener="auditor", timeout=10)
             assert probe.versions(good, "auditor") == [2, 3, 4]
             probe.fail_for.clear()
             await probe.wait_for(4, listener="auditor")
