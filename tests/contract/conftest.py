@@ -34,3 +34,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             f"{item.nodeid} skipped while running ({report.longrepr}); declare it in "
             f"{cls.__name__}.not_applicable with the reason."
         )
+
+
+_outcomes: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "tests/contract/test_" not in report.nodeid or "test_catalog" in report.nodeid:
+        return
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        kind = "known failure" if hasattr(report, "wasxfail") else report.outcome
+        _outcomes[kind] = _outcomes.get(kind, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line with the counts of the conformance suite, at the end of every run of it."""
+    if _outcomes:
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(_outcomes.items()))
+        terminalreporter.write_line(f"dddframe conformance suite: {counts}")
