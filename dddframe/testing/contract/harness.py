@@ -48,7 +48,7 @@ POISON_KINDS: tuple[PoisonKind, ...] = (
     "validation_failure",
     "undecodable_header",
 )
-UNKNOWN_NAME = "Contract:NeverDeclared"
+UNKNOWN_NAME = "Conformance:NeverDeclared"
 
 
 class NotSupportedHere(Exception):

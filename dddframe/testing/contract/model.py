@@ -1,7 +1,7 @@
 """The small domain every contract scenario runs: counters that record their increments.
 
-A counter emits ``Contract:Incremented`` for every increment and ``Contract:Noted`` for a note;
-the listeners record what they saw in a :class:`Probe` and misbehave as the probe tells them
+A counter emits ``Conformance:Incremented`` for every increment and ``Conformance:Noted`` for a
+note; the listeners record what they saw in a :class:`Probe` and misbehave as the probe tells them
 (fail a number of times, always fail, hang once). Importing this module declares the table
 ``dddframe_contract_counters`` and the two event names; applications that do not import it are
 not affected.
@@ -52,8 +52,8 @@ __all__ = [
     "new_counters",
 ]
 
-INCREMENTED = "Contract:Incremented"
-NOTED = "Contract:Noted"
+INCREMENTED = "Conformance:Incremented"
+NOTED = "Conformance:Noted"
 
 
 class Incremented(DomainEvent):
@@ -261,7 +261,7 @@ def contract_modules(
 
     ``retry`` and ``listen_options`` (``dead_letter``, ``timeout``, ``start``...) go to the
     ``increments`` listener; ``auditor`` adds a second subscription to the same event in another
-    group (its own ``auditor_retry``), ``notes`` a listener of ``Contract:Noted``.
+    group (its own ``auditor_retry``), ``notes`` a listener of ``Conformance:Noted``.
     """
     counters = Module("counters")
 

@@ -22,7 +22,13 @@ from dddframe.bus.retry import (
 )
 from dddframe.testing.contract.catalog import ContractSuite, scenario
 from dddframe.testing.contract.harness import TransportHarness
-from dddframe.testing.contract.model import Increment, Probe, contract_modules, new_counters
+from dddframe.testing.contract.model import (
+    INCREMENTED,
+    Increment,
+    Probe,
+    contract_modules,
+    new_counters,
+)
 
 __all__ = ["RetryContract", "allowed_attempts"]
 
@@ -138,7 +144,7 @@ class RetryContract(ContractSuite):
             await probe.wait_for(5)
             (letter,) = await harness.wait_for_dead_letters(app, 1)
             await app.drain()
-        assert letter.name == "Contract:Incremented"
+        assert letter.name == INCREMENTED
         assert letter.aggregate_id == str(bad)
         assert "listener always fails" in letter.reason
         assert probe.attempts[str(bad)] == 3
