@@ -1,4 +1,5 @@
-"""The little domain every transport's contract test runs: counters that record increments."""
+"""The counters domain of the older per-transport tests (tests/amqp, tests/database_bus,
+tests/core); the conformance suite uses dddframe.testing.contract.model instead."""
 
 from __future__ import annotations
 

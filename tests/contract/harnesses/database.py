@@ -1,26 +1,37 @@
-"""The database bus runs the shared contract suite on SQLite, PostgreSQL and MariaDB."""
+"""Harnesses of the transports that deliver straight from the outbox: in-process and database."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from dddframe.bus import EventBus, RetryPolicy
 from dddframe.bus.database import DatabaseBus
-from tests.contract.conftest import OutboxHarnessBase
+from dddframe.bus.inprocess import InProcessBus
+from dddframe.testing.contract import OutboxHarness
 
 
-class DatabaseHarness(OutboxHarnessBase):
-    name = "database"
-
-    def __init__(self, url: str, request: Any) -> None:
-        super().__init__(url)
+class InProcessHarness(OutboxHarness):
+    name = "inprocess"
+    shares_work = False  # one application process per database
 
     def bus(self, retry: RetryPolicy) -> EventBus:
-        return DatabaseBus(retry=retry, run_interval=0.05, concurrency=4, lease_ttl=5)
+        return InProcessBus(retry=retry, poll_interval=0.05, concurrency=4)
 
 
-HARNESSES = {
-    "database-sqlite": (DatabaseHarness, "sqlite"),
-    "database-postgresql": (DatabaseHarness, "postgresql"),
-    "database-mariadb": (DatabaseHarness, "mariadb"),
+class DatabaseHarness(OutboxHarness):
+    name = "database"
+
+    def bus(self, retry: RetryPolicy) -> EventBus:
+        return DatabaseBus(retry=retry, run_interval=0.05, concurrency=4, lease_ttl=2)
+
+
+# What fails today on every transport that reads the outbox (strict xfails; remove when fixed).
+OUTBOX_DEFECTS = {
+    "test_poison_no_envelope": "issue 11 defect 3: an outbox row whose event_id is not a UUID "
+    "raises in the reader and stops the subscription for every aggregate",
+    "test_poison_undecodable_header": "issue 11 defect 3: an outbox row whose headers cell is "
+    "not JSON raises in the reader and stops the subscription for every aggregate",
+}
+SQLITE_NOT_APPLICABLE = {
+    "test_out_of_order_commits_with_rollbacks": "SQLite serializes writers, so transactions "
+    "cannot commit out of order",
+    "test_reconnect_after_connection_drop": "SQLite has no server connection to drop",
 }
