@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from dddframe.testing.contract.faults import CrashAfterDispatch, WorkerSigkill
+from dddframe.testing.contract.faults import CrashAfterDispatch, DatabaseRestart, WorkerSigkill
+from tests.contract.fault_apps.postgres_cluster import PrivateCluster, private_cluster
 from tests.services import database_url
 
 BUS = "tests.contract.fault_apps.buses:database"
@@ -40,3 +43,19 @@ class TestMariadbFaults(WorkerSigkill, CrashAfterDispatch):
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> DatabaseFaultHarness:
         return DatabaseFaultHarness("database-mariadb", database_url("mariadb", tmp_path))
+
+
+@dataclass
+class RestartablePostgres(DatabaseFaultHarness):
+    cluster: PrivateCluster | None = None
+
+    async def restart_database(self) -> None:
+        assert self.cluster is not None
+        await asyncio.to_thread(self.cluster.restart)
+
+
+class TestPostgresRestart(DatabaseRestart):
+    @pytest.fixture
+    def fault_harness(self) -> Iterator[RestartablePostgres]:
+        with private_cluster() as cluster:
+            yield RestartablePostgres("database-postgresql", cluster.url, cluster=cluster)

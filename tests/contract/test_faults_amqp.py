@@ -1,0 +1,62 @@
+"""The AMQP bus survives the shipped fault scenarios on RabbitMQ (vhost of DDDFRAME_AMQP_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from dddframe.testing.contract.faults import (
+    ConnectionDrop,
+    CrashAfterDispatch,
+    RelaySigkill,
+    WorkerSigkill,
+)
+from tests.services import AMQP_URL, database_url, reachable, require
+
+
+async def rabbitmqctl(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+class AmqpFaultHarness:
+    name = "amqp-postgresql"
+    bus_factory = "tests.contract.fault_apps.buses:amqp"
+    broker_keeps_data = True
+
+    def __init__(self, url: str) -> None:
+        require("RabbitMQ", reachable(AMQP_URL, 5672), AMQP_URL)
+        self.database_url = url
+        self.exchange = f"faults-{uuid.uuid4().hex[:8]}"
+        self.vhost = unquote(urlsplit(AMQP_URL).path.lstrip("/")) or "/"
+
+    def child_env(self) -> dict[str, str]:
+        return {"FAULT_AMQP_URL": AMQP_URL, "FAULT_AMQP_EXCHANGE": self.exchange}
+
+    async def drop_connections(self) -> None:
+        """Close, from the server, every connection of this test's vhost (and no other)."""
+        if self.vhost == "/":
+            pytest.skip("closing connections needs a vhost of its own in DDDFRAME_AMQP_URL")
+        listed = json.loads(
+            await rabbitmqctl("list_connections", "--formatter", "json", "vhost", "pid")
+        )
+        mine = [c["pid"] for c in listed if c["vhost"] == self.vhost]
+        assert len(mine) >= 2, f"expected the relay's and the worker's connections: {listed}"
+        for pid in mine:
+            await rabbitmqctl("close_connection", pid, "dddframe fault test: closed by the server")
+
+
+class TestAmqpFaults(WorkerSigkill, CrashAfterDispatch, RelaySigkill, ConnectionDrop):
+    @pytest.fixture
+    def fault_harness(self, tmp_path: Path) -> AmqpFaultHarness:
+        return AmqpFaultHarness(database_url("postgresql", tmp_path))
