@@ -249,6 +249,7 @@ class FaultScenario:
         crash_points: int,
         rolled_back: int,
         exact: bool = True,
+        extra: Mapping[str, int] | None = None,
     ) -> HistoryReport:
         """Wait until every committed event has its effect (bounded), record, and check."""
         report = await self.history(app.database)
@@ -267,7 +268,7 @@ class FaultScenario:
             transport=harness.name,
             crash_points=crash_points,
             report=report,
-            extra={"rolled_back": rolled_back},
+            extra={"rolled_back": rolled_back, **(extra or {})},
         )
         if exact:
             assert report.committed == expected, report
@@ -431,29 +432,42 @@ class DatabaseRestart(FaultScenario):
             rolled_back = await self.commit_load(app, counters, self.per_aggregate)
             await children.start("worker", DDDFRAME_FAULT_RELAY="0", DDDFRAME_FAULT_DELAY="0.01")
             await self.wait_effects(app, children, self.aggregates * self.per_aggregate // 4)
-            await fault_harness.restart_database()
-            rolled_back += await self.commit_after_restart(app, counters)
+            restarted = asyncio.Event()
+            writing = asyncio.create_task(self.commit_through_restart(app, counters, restarted))
+            await asyncio.sleep(0.1)  # the writer is committing, the worker delivering
+            try:
+                await fault_harness.restart_database()
+            finally:
+                restarted.set()
+            more_rolled_back, failures = await writing
             await self.finish(
                 app, children, fault_harness, fault_results,
                 scenario="database_restart", expected=2 * self.aggregates * self.per_aggregate,
-                crash_points=1, rolled_back=rolled_back, exact=False,
+                crash_points=1, rolled_back=rolled_back + more_rolled_back, exact=False,
+                extra={"writer_failures": failures},
             )  # fmt: skip
 
-    async def commit_after_restart(self, app: Application, counters: list[uuid.UUID]) -> int:
-        """The second load; commands failing while the server comes back are tried again."""
-        rolled_back = 0
+    async def commit_through_restart(
+        self, app: Application, counters: list[uuid.UUID], restarted: asyncio.Event
+    ) -> tuple[int, int]:
+        """The second load, going on until the restart is over; a command failing while the
+        server restarts is tried again. Returns (rolled back, failed attempts)."""
+        rolled_back = failures = chunks = 0
         async with asyncio.timeout(WAIT):
-            for _ in range(0, self.per_aggregate, 5):
+            while chunks < self.per_aggregate // 5 or not restarted.is_set():
+                chunks += 1
                 for cid in counters:
                     while True:
                         try:
                             await app.engine.run(Bump(counter_id=cid, times=5))
                             break
                         except Exception:
-                            await asyncio.sleep(0.2)
+                            failures += 1
+                            await asyncio.sleep(0.1)
+                await asyncio.sleep(0.02)
         for cid in counters:
             try:
                 await app.engine.run(Bump(counter_id=cid, times=2, fail=True))
             except RolledBack:
                 rolled_back += 1
-        return rolled_back
+        return rolled_back, failures
