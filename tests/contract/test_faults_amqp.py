@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -47,10 +46,9 @@ class AmqpFaultHarness:
         """Close, from the server, every connection of this test's vhost (and no other)."""
         if self.vhost == "/":
             pytest.skip("closing connections needs a vhost of its own in DDDFRAME_AMQP_URL")
-        listed = json.loads(
-            await rabbitmqctl("list_connections", "--formatter", "json", "vhost", "pid")
-        )
-        mine = [c["pid"] for c in listed if c["vhost"] == self.vhost]
+        listed = await rabbitmqctl("list_connections", "--no-table-headers", "vhost", "pid")
+        rows = [line.split("\t") for line in listed.splitlines() if "\t" in line]
+        mine = [pid.strip() for vhost, pid in rows if vhost == self.vhost]
         assert len(mine) >= 2, f"expected the relay's and the worker's connections: {listed}"
         for pid in mine:
             await rabbitmqctl("close_connection", pid, "dddframe fault test: closed by the server")

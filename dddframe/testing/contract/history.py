@@ -23,6 +23,9 @@ nothing that rolled back, in order per aggregate, with redeliveries absorbed by 
 (3, 3, 1, 1, 0)
 >>> report.ok
 True
+>>> rolled_back = check_history(c, [*d, Delivery("x9", "a", 3)], [*e, Effect("x9")])
+>>> (rolled_back.phantoms, rolled_back.ok)
+(1, False)
 >>> broken = check_history(c, [Delivery("e2", "a", 2), Delivery("e1", "a", 1)], [Effect("e1")])
 >>> (broken.lost, broken.out_of_order, broken.ok)
 (2, 1, False)
