@@ -9,7 +9,7 @@ The children are configured by environment variables:
 ``DDDFRAME_FAULT_BUS``       ``package.module:factory``; ``factory(relay: bool)`` returns the bus
 ``DDDFRAME_FAULT_RELAY``     ``1`` (default) or ``0``: whether a worker also relays
 ``DDDFRAME_FAULT_DELAY``     seconds the listener sleeps per call (keeps a batch in flight)
-``DDDFRAME_FAULT_KILL_AFTER``  SIGKILL the process right after its n-th applied effect: a crash
+``DDDFRAME_FAULT_KILL_AFTER``  SIGKILL the process right after its n-th new effect: a crash
                              after dispatch, before the position, offset or ack is saved
 ``DDDFRAME_FAULT_NO_INBOX``  ``1``: apply effects without the inbox (proves the check notices)
 ===========================  ==============================================================
@@ -111,16 +111,18 @@ class FaultRecorder:
             ctx.attempt,
         )
         inbox = os.environ.get("DDDFRAME_FAULT_NO_INBOX") != "1"
-        await ctx.run(
+        applied = await ctx.run(
             ApplyEffect(subscription=ctx.subscription, event_id=ctx.event_id), idempotent=inbox
         )
-        _count_and_maybe_die()
+        if applied:  # None: a redelivery the inbox absorbed
+            _count_and_maybe_die()
 
 
 _applied = 0
 
 
 def _count_and_maybe_die() -> None:
+    """Count applied effects; die right after the n-th (``DDDFRAME_FAULT_KILL_AFTER``)."""
     global _applied
     _applied += 1
     kill_after = int(os.environ.get("DDDFRAME_FAULT_KILL_AFTER", "0") or 0)
@@ -146,8 +148,9 @@ def fault_modules() -> list[Module]:
     watchers = Module("fault_watchers")
 
     @watchers.handles(ApplyEffect)
-    async def apply(cmd: ApplyEffect, uow: UnitOfWork) -> None:
+    async def apply(cmd: ApplyEffect, uow: UnitOfWork) -> bool:
         record_effect(uow.session, cmd.subscription, cmd.event_id)
+        return True
 
     watchers.controller(FaultRecorder)
     watchers.listen(EVENT_NAME, "FaultRecorder.on_bumped")
