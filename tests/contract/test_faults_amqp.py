@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -12,9 +13,11 @@ import pytest
 from dddframe.testing.contract.faults import (
     ConnectionDrop,
     CrashAfterDispatch,
+    DatabaseRestart,
     RelaySigkill,
     WorkerSigkill,
 )
+from tests.contract.fault_apps.postgres_cluster import PrivateCluster, private_cluster
 from tests.services import AMQP_URL, database_url, reachable, require
 
 
@@ -58,3 +61,21 @@ class TestAmqpFaults(WorkerSigkill, CrashAfterDispatch, RelaySigkill, Connection
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> AmqpFaultHarness:
         return AmqpFaultHarness(database_url("postgresql", tmp_path))
+
+
+class AmqpOnPrivatePostgres(AmqpFaultHarness):
+    def __init__(self, cluster: PrivateCluster) -> None:
+        super().__init__(cluster.url)
+        self.cluster = cluster
+
+    async def restart_database(self) -> None:
+        await self.cluster.restart_database()
+
+
+class TestAmqpDatabaseRestart(DatabaseRestart):
+    """The outbox's PostgreSQL restarts under the relay (in the writer) and the consumer."""
+
+    @pytest.fixture
+    def fault_harness(self) -> Iterator[AmqpOnPrivatePostgres]:
+        with private_cluster() as cluster:
+            yield AmqpOnPrivatePostgres(cluster)

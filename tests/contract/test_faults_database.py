@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ class RestartablePostgres(DatabaseFaultHarness):
 
     async def restart_database(self) -> None:
         assert self.cluster is not None
-        await asyncio.to_thread(self.cluster.restart)
+        await self.cluster.restart_database()
 
 
 class TestPostgresRestart(DatabaseRestart):

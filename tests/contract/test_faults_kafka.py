@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,11 @@ import pytest
 from dddframe.testing.contract.faults import (
     ConnectionDrop,
     CrashAfterDispatch,
+    DatabaseRestart,
     RelaySigkill,
     WorkerSigkill,
 )
+from tests.contract.fault_apps.postgres_cluster import PrivateCluster, private_cluster
 from tests.contract.fault_apps.tcp_proxy import TcpProxy
 from tests.kafka import broker
 from tests.services import database_url, require
@@ -105,3 +107,21 @@ class TestKafkaConnectionDrop(ConnectionDrop):
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return broker.bootstrap()
+
+
+class KafkaOnPrivatePostgres(KafkaFaultHarness):
+    def __init__(self, cluster: PrivateCluster, bootstrap: str) -> None:
+        super().__init__(cluster.url, bootstrap)
+        self.cluster = cluster
+
+    async def restart_database(self) -> None:
+        await self.cluster.restart_database()
+
+
+class TestKafkaDatabaseRestart(DatabaseRestart):
+    """The outbox's PostgreSQL restarts under the relay (in the writer) and the consumer."""
+
+    @pytest.fixture
+    def fault_harness(self, kafka_bootstrap: str) -> Iterator[KafkaOnPrivatePostgres]:
+        with private_cluster() as cluster:
+            yield KafkaOnPrivatePostgres(cluster, kafka_bootstrap)
