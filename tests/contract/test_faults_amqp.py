@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,7 @@ class AmqpFaultHarness:
         """Close, from the server, every connection of this test's vhost (and no other)."""
         if self.vhost == "/":
             pytest.skip("closing connections needs a vhost of its own in DDDFRAME_AMQP_URL")
+        require("rabbitmqctl", shutil.which("rabbitmqctl") is not None, "not on PATH")
         listed = await rabbitmqctl("list_connections", "--no-table-headers", "vhost", "pid")
         rows = [line.split("\t") for line in listed.splitlines() if "\t" in line]
         mine = [pid.strip() for vhost, pid in rows if vhost == self.vhost]

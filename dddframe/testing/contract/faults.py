@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import pytest
 from sqlalchemy import func, select
@@ -48,6 +46,7 @@ from dddframe.testing.contract.fault_app import (
     fault_modules,
     load_bus,
 )
+from dddframe.testing.contract.fault_processes import Children
 from dddframe.testing.contract.history import (
     HistoryEffect,
     HistoryReport,
@@ -69,7 +68,6 @@ __all__ = [
     "WorkerSigkill",
 ]
 
-APP_SPEC = "dddframe.testing.contract.fault_app:make_app"
 WAIT = 120.0  # seconds any one wait may take before the scenario fails (never a timing claim)
 STALL = 30.0  # seconds without any new delivery after which the final check stops waiting
 
@@ -98,59 +96,6 @@ class DroppableConnections(Protocol):
 class RestartableDatabase(Protocol):
     async def restart_database(self) -> None:
         """Restart the database server this harness's ``database_url`` points to."""
-
-
-class Children:
-    """The child processes of one scenario; what they print goes to files for the report."""
-
-    def __init__(self, harness: FaultHarness) -> None:
-        self.harness = harness
-        self.procs: list[tuple[asyncio.subprocess.Process, IO[bytes]]] = []
-
-    async def start(self, role: str, **env: str) -> asyncio.subprocess.Process:
-        if role not in ("worker", "relay"):
-            raise ValueError(f"role must be 'worker' or 'relay', not {role!r}")
-        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        full_env = {
-            **os.environ,
-            **self.harness.child_env(),
-            "DDDFRAME_FAULT_DB": self.harness.database_url,
-            "DDDFRAME_FAULT_BUS": self.harness.bus_factory,
-            **env,
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dddframe.cli", role, "--app", APP_SPEC,
-            "--log-level", "WARNING",
-            cwd=os.getcwd(), env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        self.procs.append((proc, log))
-        return proc
-
-    async def kill(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-
-    async def stop_all(self) -> None:
-        for proc, _log in self.procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), timeout=30)
-                except TimeoutError:
-                    await self.kill(proc)
-
-    def close(self) -> None:
-        for _proc, log in self.procs:
-            log.close()
-
-    def output(self) -> str:
-        parts = []
-        for proc, log in self.procs:
-            log.seek(0)
-            text = log.read()[-4000:].decode(errors="replace")
-            parts.append(f"--- {proc.pid} exited {proc.returncode}:\n{text}")
-        return "\n".join(parts)
 
 
 class FaultScenario:
