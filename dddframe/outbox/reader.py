@@ -182,13 +182,15 @@ class PositionStore:
         statement: the mark restarts at 1 when the position moved, and counts up when it did
         not (the same batch is being tried again after a crash)."""
         col = positions_table.c
+        # inflight is assigned before position: MySQL/MariaDB evaluate SET left to right and
+        # would compare the position just assigned (the mark would never restart at 1).
         await conn.execute(
             update(positions_table)
             .where(col.subscription == subscription)
-            .values(
-                position=position,
-                inflight=case((col.position == position, col.inflight + 1), else_=1),
-                updated_at=utcnow(),
+            .ordered_values(
+                (col.inflight, case((col.position == position, col.inflight + 1), else_=1)),
+                (col.position, position),
+                (col.updated_at, utcnow()),
             )
         )
 

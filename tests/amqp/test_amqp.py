@@ -1,5 +1,6 @@
 """The AMQP bus on real RabbitMQ: confirm before mark, routing patterns, order with four
-consumers, a connection closed by the server, and the dead-letter CLI."""
+consumers, and the dead-letter CLI. (Connections closed by the server are the shipped
+``ConnectionDrop`` fault scenario, tests/contract/test_faults_amqp.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 
-from dddframe import Application, Envelope, IntervalRetry, Module
+from dddframe import Application, Envelope, Module
 from dddframe.bus.amqp import AmqpBus
 from dddframe.bus.amqp.relay import RELAY_POSITION
 from dddframe.outbox.tables import positions_table
@@ -141,42 +142,6 @@ async def test_order_per_aggregate_with_four_consumers(amqp: str, postgres_db: s
             await app.stop()
     for versions in probe.by_aggregate().values():
         assert versions == list(range(2, 17))
-
-
-async def _rabbitmqctl(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode == 0, err.decode()
-
-
-async def test_connection_closed_by_the_server_is_survived(amqp: str, postgres_db: str) -> None:
-    # A private vhost, so closing "all" its connections touches nobody else on the broker.
-    vhost = f"dddframe-test-{uuid.uuid4().hex[:8]}"
-    await _rabbitmqctl("add_vhost", vhost)
-    try:
-        await _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        await reset_database(postgres_db)
-        exchange = f"t-{uuid.uuid4().hex[:8]}"
-        probe = Probe()
-        url = AMQP_URL.rstrip("/") + "/" + vhost
-        bus = _bus(exchange, url, retry=IntervalRetry(0.1, limit=20))
-        async with Application(contract_modules(probe), postgres_db, bus=bus) as app:
-            await app.create_schema()
-            counter = await app.engine.run(CreateCounter())
-            await app.engine.run(Increment(counter_id=counter, times=20))
-            await probe.wait_for(5)
-            await _rabbitmqctl(
-                "close_all_connections", "--vhost", vhost, "dddframe test: closed by the server"
-            )
-            await app.engine.run(Increment(counter_id=counter, times=20))
-            await probe.wait_for(40, timeout=90)
-            await app.drain(timeout=60)
-    finally:
-        await _rabbitmqctl("delete_vhost", vhost)
-    versions = [v for _a, v, *_ in probe.seen]
-    assert sorted(set(versions)) == list(range(2, 42))  # nothing lost
 
 
 def test_bus_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
-"""Worker processes: a SIGKILLed worker's subscriptions are taken over; workers share a group;
-a listener that kills its worker is dead-lettered after crash_limit crashes."""
+"""Worker processes: workers share a group; a listener that kills its worker is dead-lettered
+after crash_limit crashes. (A SIGKILLed worker taken over without loss is the shipped
+``WorkerSigkill`` fault scenario, tests/contract/test_faults_database.py.)"""
 
 from __future__ import annotations
 
@@ -91,28 +92,6 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), timeout=30)
-
-
-async def test_killed_worker_is_taken_over_without_loss(server_db: str) -> None:
-    async with writer(server_db) as app:
-        ids = [await app.engine.run(Tick()) for _ in range(5)]
-        for i in ids:
-            await app.engine.run(Tick(ticker_id=i, times=40))  # 200 events in all
-        first = await start_worker(server_db, WORKER_TEST_DELAY="0.02")
-        await wait_for(app, 20)
-        first.send_signal(signal.SIGKILL)  # mid-batch: batches are 50 events
-        assert await first.wait() == -signal.SIGKILL
-        partial = len(await effects(app))
-        assert partial < 2 * 205
-        second = await start_worker(server_db)
-        try:
-            found = await wait_for(app, 2 * 205)
-            await asyncio.sleep(0.5)
-            found = await effects(app)
-        finally:
-            await stop(second)
-    assert_once_in_order(found, 205)
-    assert {e.pid for e in found} == {first.pid, second.pid}
 
 
 async def test_two_workers_split_a_group(server_db: str) -> None:
