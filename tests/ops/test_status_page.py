@@ -316,4 +316,4 @@ async def test_the_chart_labels_its_time_axis(
     assert "time (UTC)" in chart and "events/min" in chart
     ticks = re.findall(r'class="tick">(\d\d:\d\d)<', chart)
     assert len(ticks) == 3 and ticks == sorted(ticks)
-    assert 'viewBox="0 0 480 150"' in chart
+    assert 'viewBox="0 0 480 160"' in chart

@@ -49,7 +49,7 @@ def _header(base: str, csrf: str | None) -> str:
 
 def chart(rates: list[tuple[datetime, int]]) -> str:
     """Events per minute as an SVG bar chart with a labelled time axis (UTC) and count axis."""
-    width, height, left, right, top_pad, bottom = 480, 150, 34, 8, 16, 34
+    width, height, left, right, top_pad, bottom = 480, 160, 34, 8, 24, 34
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     top = max((n for _, n in rates), default=0) or 1
     bar = plot_w / max(len(rates), 1)
