@@ -317,3 +317,21 @@ async def test_the_chart_labels_its_time_axis(
     ticks = re.findall(r'class="tick">(\d\d:\d\d)<', chart)
     assert len(ticks) == 3 and ticks == sorted(ticks)
     assert 'viewBox="0 0 480 160"' in chart
+
+
+async def test_control_characters_and_huge_texts_are_shown_not_sent_raw(
+    running_app: Application,
+) -> None:
+    title = "boom\x1b]8;;http://evil\x07\x00\x9b<b>" + "x" * 300_000
+    (letter_id,) = await _dead(running_app, title)
+    async with _client(running_app) as client:
+        await _login(client)
+        page = await client.get("/dddframe/", headers=HTML)
+        confirm = await client.get(f"/dddframe/dead-letters/{letter_id}", headers=HTML)
+    for r in (page, confirm):
+        assert r.status_code == 200
+        assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", r.text)
+        assert "boom\\x1b]8;;http://evil\\x07\\x00\\x9b&lt;b&gt;" in r.text
+        assert "<b>" not in r.text
+    assert len(page.text) < 20_000  # the list shows the first 2000 characters of an error
+    assert "more characters" in confirm.text or len(confirm.text) < 100_000

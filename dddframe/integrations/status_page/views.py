@@ -6,6 +6,7 @@ Every function takes ``base``, the page's path without the trailing slash (``/dd
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from html import escape
 
@@ -16,13 +17,22 @@ __all__ = ["chart", "confirm_page", "error_page", "login_page", "status_page"]
 
 _LIST_ERROR = 2000  # characters of an error shown in the list; the confirmation shows more
 _DETAIL_TEXT = 64_000
+_NAME = 1000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
-def _clip(text: str | None, limit: int) -> str:
+def _clip(text: str | None, limit: int = _NAME) -> str:
+    r"""Stored text as inert HTML: control characters shown as ``\xNN``, markup escaped, at
+    most ``limit`` characters (the rest counted).
+
+    >>> _clip('<b>\x1b[31mred</b>')
+    '&lt;b&gt;\\x1b[31mred&lt;/b&gt;'
+    >>> _clip("abcdef", 3)
+    'abc\n… (3 more characters)'
+    """
     text = text or ""
-    if len(text) <= limit:
-        return escape(text)
-    return f"{escape(text[:limit])}\n… ({len(text) - limit} more characters)"
+    shown = escape(_CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text[:limit]))
+    return shown if len(text) <= limit else f"{shown}\n… ({len(text) - limit} more characters)"
 
 
 def _document(base: str, title: str, body: str, *, refresh: bool = False) -> str:
@@ -104,7 +114,7 @@ def status_page(
     b = escape(base)
     rows = "".join(
         "<tr>"
-        + _cell("subscription", escape(s.name))
+        + _cell("subscription", _clip(s.name))
         + _cell("position", "-" if s.position is None else str(s.position), "num")
         + _cell("lag", str(s.lag_events), "num")
         + _cell("lag (s)", f"{s.lag_seconds:.1f}", "num")
@@ -115,7 +125,7 @@ def status_page(
     )
     relays = "".join(
         "<tr>"
-        + _cell("relay", escape(r.name))
+        + _cell("relay", _clip(r.name))
         + _cell("last sent", str(r.last_sent), "num")
         + _cell("lag", str(r.lag_events), "num")
         + "</tr>"
@@ -124,9 +134,9 @@ def status_page(
     letters = "".join(
         f'<tr class="dead-letter" id="dead-letter-{d.id}">'
         + _cell("id", str(d.id), "num")
-        + _cell("subscription", escape(d.subscription))
-        + _cell("event", escape(d.name))
-        + _cell("aggregate", escape(d.ordering_key))
+        + _cell("subscription", _clip(d.subscription))
+        + _cell("event", _clip(d.name))
+        + _cell("aggregate", _clip(d.ordering_key))
         + _cell("attempts", str(d.attempts), "num")
         + _cell("error", f'<pre class="error">{_clip(d.error, _LIST_ERROR)}</pre>')
         + _cell(
@@ -172,12 +182,12 @@ def confirm_page(base: str, letter: DeadLetter, *, csrf: str | None) -> str:
         f"<dt>{label}</dt><dd>{value}</dd>"
         for label, value in (
             ("id", str(letter.id)),
-            ("subscription", escape(letter.subscription)),
-            ("event", escape(letter.name)),
-            ("event id", escape(letter.event_id)),
-            ("aggregate", escape(letter.ordering_key)),
+            ("subscription", _clip(letter.subscription)),
+            ("event", _clip(letter.name)),
+            ("event id", _clip(letter.event_id)),
+            ("aggregate", _clip(letter.ordering_key)),
             ("attempts", str(letter.attempts)),
-            ("state", escape(letter.state)),
+            ("state", _clip(letter.state)),
             ("parked at", f"{letter.created_at:%Y-%m-%d %H:%M:%S} UTC"),
         )
     )
