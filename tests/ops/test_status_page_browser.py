@@ -7,6 +7,7 @@ Set DDDFRAME_SCREENSHOTS=<dir> to keep the screenshots for a look."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -35,14 +36,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture
-def served(ops_url: str) -> Iterator[tuple[str, Application]]:
-    """The ops application and its status page in a real uvicorn server (own thread)."""
+def access_log() -> Iterator[list[str]]:
+    """The lines uvicorn writes to its access log (every request's method and URL)."""
+    handler = _Lines()
+    logger = logging.getLogger("uvicorn.access")
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def served(ops_url: str, access_log: list[str]) -> Iterator[tuple[str, Application]]:
+    """The ops application and its status page in a real uvicorn server (own thread), with
+    its access log on."""
     app = ops_app.make_app()
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(make_api(app, lifespan=True), port=port, log_level="warning")
+    config = uvicorn.Config(
+        make_api(app, lifespan=True), port=port, log_config=None, access_log=True
     )
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -131,7 +156,7 @@ def _no_sideways_scroll(driver: Any) -> None:
 
 
 def test_log_in_see_dead_letters_and_replay_with_confirmation(
-    served: tuple[str, Application], driver: Any, tmp_path: Path
+    served: tuple[str, Application], driver: Any, tmp_path: Path, access_log: list[str]
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -231,3 +256,8 @@ def test_log_in_see_dead_letters_and_replay_with_confirmation(
     assert driver.current_url == f"{base}/dddframe/login"
     assert driver.get_cookie("dddframe_status_session") is None
     assert all(TOKEN not in url and "token=" not in url for url in urls), urls
+    # what the server logged: every request of the session, none with the token
+    assert any("POST /dddframe/login" in line for line in access_log), access_log
+    assert any(f"POST /dddframe/dead-letters/{letter_id}/replay" in line for line in access_log)
+    assert any("GET /dddframe/static/status.css" in line for line in access_log)
+    assert not [line for line in access_log if TOKEN in line or "token=" in line]
