@@ -246,6 +246,7 @@ def test_log_in_see_dead_letters_and_replay_with_confirmation(
     _screenshot(driver, tmp_path, "status-420")
     at(f"{base}/dddframe/login")
     _no_sideways_scroll(driver)
+    _screenshot(driver, tmp_path, "login-420")
     driver.set_window_size(1200, 900)
 
     # log out: back to the form, and the page wants a login again
