@@ -335,3 +335,21 @@ async def test_control_characters_and_huge_texts_are_shown_not_sent_raw(
         assert "<b>" not in r.text
     assert len(page.text) < 20_000  # the list shows the first 2000 characters of an error
     assert "more characters" in confirm.text or len(confirm.text) < 100_000
+
+
+async def test_links_redirects_and_cookie_follow_the_prefixes(running_app: Application) -> None:
+    api = FastAPI()
+    api.include_router(status_router(running_app, TOKEN, prefix="/ops-page"), prefix="/admin")
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
+        r = await client.get("/admin/ops-page/", headers=HTML)
+        assert (r.status_code, r.headers["location"]) == (303, "/admin/ops-page/login")
+        login = await client.get(r.headers["location"])
+        assert 'action="/admin/ops-page/login"' in login.text
+        assert 'href="/admin/ops-page/static/status.css"' in login.text
+        r = await client.post("/admin/ops-page/login", content=f"token={TOKEN}", headers=FORM)
+        assert r.headers["location"] == "/admin/ops-page/"
+        assert "path=/admin/ops-page" in r.headers["set-cookie"].lower()
+        page = await client.get("/admin/ops-page/", headers=HTML)
+        assert page.status_code == 200 and 'action="/admin/ops-page/logout"' in page.text
+        assert (await client.get("/dddframe/", headers=AUTH)).status_code == 404
