@@ -244,7 +244,7 @@ async def test_status_page_is_off_by_default_and_served_behind_the_token(
             assert r.status_code == 200, r.text
             subscriptions = r.json()["subscriptions"]
             assert subscriptions and all(s["lag_events"] == 0 for s in subscriptions)
-            page = await c.get(f"/dddframe/?token={token}")
+            page = await c.get("/dddframe/", headers={"Authorization": f"Bearer {token}"})
             assert page.status_code == 200 and "dead letters" in page.text.lower()
 
 

@@ -101,7 +101,7 @@ async def over_http(url: str) -> None:
 
     app = Application(modules=[probe], database_url=url)
     api = FastAPI(lifespan=lifespan(app, create_schema=True))
-    install(api)
+    install(api, status_page=app, status_token="probe-status-token-0123")  # its stylesheet ships
 
     @api.post("/notes")
     async def note(cmd: TakeNote, engine: EngineDep) -> str:
@@ -114,6 +114,8 @@ async def over_http(url: str) -> None:
             assert response.status_code == 200, response.text
             bad = await client.post("/notes", json={})
             assert bad.headers["content-type"] == "application/problem+json", bad.text
+            css = await client.get("/dddframe/static/status.css")
+            assert css.status_code == 200 and "@media" in css.text, css.text
         await app.drain(timeout=30)
     assert SEEN == ["hello fastapi"], SEEN
 
