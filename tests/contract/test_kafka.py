@@ -14,10 +14,6 @@ from tests.services import database_url
 class TestKafka(TransportContract):
     transport_label = "Kafka"
     expected_failures = {
-        "test_poison_not_json": "issue 11 defect 11: the dead letter of an undecodable Kafka "
-        "record gets a made-up event id and no aggregate, though its headers carry the real ones",
-        "test_poison_undecodable_header": "issue 11 defect 11: the dead letter of an undecodable "
-        "Kafka record gets a made-up event id and no aggregate, though its headers carry them",
         "test_retry_state_survives_restart": "issue 11 (one delivery decision): Kafka's blocking "
         "retries are kept in memory and run to exhaustion while the consumer stops, "
         "dead-lettering the record during shutdown",

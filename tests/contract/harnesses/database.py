@@ -24,12 +24,7 @@ class DatabaseHarness(OutboxHarness):
 
 
 # What fails today on every transport that reads the outbox (strict xfails; remove when fixed).
-OUTBOX_DEFECTS = {
-    "test_poison_no_envelope": "issue 11 defect 3: an outbox row whose event_id is not a UUID "
-    "raises in the reader and stops the subscription for every aggregate",
-    "test_poison_undecodable_header": "issue 11 defect 3: an outbox row whose headers cell is "
-    "not JSON raises in the reader and stops the subscription for every aggregate",
-}
+OUTBOX_DEFECTS: dict[str, str] = {}
 SQLITE_NOT_APPLICABLE = {
     "test_out_of_order_commits_with_rollbacks": "SQLite serializes writers, so transactions "
     "cannot commit out of order",
