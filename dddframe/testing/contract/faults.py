@@ -106,7 +106,13 @@ class FaultScenario:
 
     @pytest.fixture
     def fault_harness(self) -> FaultHarness:
-        raise NotImplementedError("override the fault_harness fixture to return a FaultHarness")
+        """Subclasses provide their transport's harness; a subclass that forgot fails clearly."""
+        pytest.fail(
+            f"{type(self).__name__} runs fault scenarios but does not provide the "
+            "fault_harness fixture: define `@pytest.fixture def fault_harness(self)` returning "
+            "a FaultHarness for your transport",
+            pytrace=False,
+        )
 
     @pytest.fixture
     def fault_results(self, request: pytest.FixtureRequest) -> Path:
