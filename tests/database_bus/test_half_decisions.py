@@ -21,13 +21,35 @@ from tests.database_bus.test_features import Charged, Provider, features_modules
 TIMEOUT = 0.3
 
 
+def make_app(url: str, *, consume: bool = True) -> Application:
+    return Application(
+        features_modules(),
+        url,
+        bus=DatabaseBus(run_interval=0.05, tx_check_timeout=TIMEOUT),
+        consume=consume,
+    )
+
+
 @pytest.fixture
 async def app(any_db: str) -> Application:
     Provider.charged, Provider.received = set(), []
     await reset_database(any_db)
-    return Application(
-        features_modules(), any_db, bus=DatabaseBus(run_interval=0.05, tx_check_timeout=TIMEOUT)
-    )
+    return make_app(any_db)
+
+
+@pytest.fixture
+async def writer(any_db: str) -> Application:
+    """A pure writer for the stalled-preparer tests: its stall must not also stall a background
+    pass of its own that holds a write transaction open (SQLite has one writer per file, and the
+    checker elsewhere would wait for that lock instead of deciding)."""
+    Provider.charged, Provider.received = set(), []
+    await reset_database(any_db)
+    return make_app(any_db, consume=False)
+
+
+async def drain_elsewhere(url: str) -> None:
+    async with make_app(url) as consumer:
+        await consumer.drain()
 
 
 def checker_elsewhere(url: str, engine: object, answer: bool) -> threading.Thread:
@@ -71,32 +93,32 @@ async def test_a_slow_but_live_preparer_keeps_its_half_message(app: Application)
 
 
 async def test_a_stalled_preparer_whose_rows_were_rolled_back_learns_it(
-    app: Application, any_db: str
+    writer: Application, any_db: str
 ) -> None:
-    async with app:
-        await app.create_schema()
-        bus = app.bus
+    async with writer:
+        await writer.create_schema()
+        bus = writer.bus
         assert isinstance(bus, DatabaseBus)
         with pytest.raises(HalfMessageDecided, match="rolled back by its tx_checker"):
             async with bus.prepare([Charged(payment="p2", amount=10)]):
                 # The process stalls (blocking code: join) and nothing here renews the rows
                 # while another process's checker waits until they are stale and decides.
-                checker_elsewhere(any_db, app.engine, answer=False).join(timeout=30)
-        await app.drain()
+                checker_elsewhere(any_db, writer.engine, answer=False).join(timeout=30)
+        await drain_elsewhere(any_db)
         assert Provider.received == []
-        assert await outbox_count(app) == 0
+        assert await outbox_count(writer) == 0
 
 
 async def test_a_stalled_preparer_rolling_back_after_the_checker_committed_learns_it(
-    app: Application, any_db: str
+    writer: Application, any_db: str
 ) -> None:
-    async with app:
-        await app.create_schema()
-        bus = app.bus
+    async with writer:
+        await writer.create_schema()
+        bus = writer.bus
         assert isinstance(bus, DatabaseBus)
         async with bus.prepare([Charged(payment="p3", amount=10)]) as tx:
-            checker_elsewhere(any_db, app.engine, answer=True).join(timeout=30)
+            checker_elsewhere(any_db, writer.engine, answer=True).join(timeout=30)
             with pytest.raises(HalfMessageDecided, match="committed by its tx_checker"):
                 await tx.rollback()
-        await app.drain()
-        assert Provider.received == ["p3"]  # delivered, as the checker decided
+    await drain_elsewhere(any_db)
+    assert Provider.received == ["p3"]  # delivered, as the checker decided
