@@ -26,6 +26,7 @@ __all__ = [
     "EventSerializationError",
     "HalfMessageDecided",
     "HeldBack",
+    "InvalidArgument",
     "InvalidHeader",
     "LimitExceeded",
     "MissingBinding",
@@ -38,6 +39,7 @@ __all__ = [
     "SchemaNotReady",
     "UnknownCommand",
     "UnknownEventName",
+    "UsageError",
     "WorkerCrashed",
     "close_matches",
     "missing_extra",
@@ -105,6 +107,16 @@ class DeadLetterNotFound(DddframeError, LookupError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class InvalidArgument(DddframeError, ValueError):
+    """A function was called with an argument value it cannot use (a limit below 1, a negative
+    delay, an empty selection); nothing was done."""
+
+
+class UsageError(DddframeError, TypeError):
+    """A function was called with an argument of the wrong type, or with arguments in a
+    combination it does not accept; nothing was done."""
 
 
 class NotStarted(DddframeError, RuntimeError):

@@ -35,7 +35,6 @@ from dddframe.engine.locks import Locker
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     ConfigurationError,
-    DddframeError,
     NotStarted,
     PoisonEvent,
     close_matches,
@@ -50,7 +49,7 @@ log = logging.getLogger("dddframe.app")
 def _current_uow() -> UnitOfWork:
     uow = current_unit_of_work.get()
     if uow is None:
-        raise DddframeError(
+        raise ConfigurationError(
             "UnitOfWork is only available while a command runs: ask for it in a command "
             "handler (or a service used by one), not in a controller or at start-up."
         )

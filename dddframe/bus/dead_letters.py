@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dddframe.bus.codec import decode_envelope, encode_envelope
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import DddframeError, DeadLetterNotFound
+from dddframe.errors import DeadLetterNotFound, InvalidArgument, NotStarted
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING, parked_table
 
@@ -101,7 +101,7 @@ class DeadLetterSelection:
     >>> DeadLetterSelection.of(None, subscription=None, aggregate_id=None, everything=False)
     Traceback (most recent call last):
     ...
-    ValueError: Name the dead letters: ids, a subscription, an aggregate id, or everything=True
+    dddframe.errors.InvalidArgument: Name the dead letters: ids, ... or everything=True
     """
 
     ids: frozenset[int] | None = None
@@ -114,13 +114,17 @@ class DeadLetterSelection:
         if self.ids is not None and not all(
             isinstance(i, int) and not isinstance(i, bool) for i in self.ids
         ):
-            raise ValueError(f"dead letter ids must be ints (as `list` shows them): {self.ids!r}")
+            raise InvalidArgument(
+                f"dead letter ids must be ints (as `list` shows them): {self.ids!r}"
+            )
         for field_name in ("subscription", "aggregate_id"):
             value = getattr(self, field_name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{field_name} must be a non-empty str or None, not {value!r}")
+                raise InvalidArgument(
+                    f"{field_name} must be a non-empty str or None, not {value!r}"
+                )
         if self.state is not None and self.state not in PARKED_STATES:
-            raise ValueError(
+            raise InvalidArgument(
                 f"state must be one of {', '.join(PARKED_STATES)} or None (any), not {self.state!r}"
             )
 
@@ -135,7 +139,7 @@ class DeadLetterSelection:
     ) -> DeadLetterSelection:
         """What ``replay`` or ``purge`` act on: dead letters only, something must be named."""
         if ids is None and subscription is None and aggregate_id is None and not everything:
-            raise ValueError(
+            raise InvalidArgument(
                 "Name the dead letters: ids, a subscription, an aggregate id, or everything=True"
             )
         return cls(
@@ -207,7 +211,7 @@ class DeadLetterOperations(ABC):
     ) -> builtins.list[DeadLetter]:
         """Dead letters (or, with ``state=None``, every parked event), oldest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+            raise InvalidArgument(f"limit must be an int >= 1, not {limit!r}")
         selection = DeadLetterSelection.listing(
             subscription=subscription, aggregate_id=aggregate_id, state=state
         )
@@ -296,7 +300,7 @@ class DeadLetterStore(DeadLetterOperations):
     @property
     def database(self) -> Database:
         if self._database is None:
-            raise DddframeError(
+            raise NotStarted(
                 "The dead-letter store is not bound to a database yet: start the Application "
                 "(`async with Application(...) as app:`) and create the schema first."
             )

@@ -60,7 +60,7 @@ from typing import Literal
 from dddframe.bus.retry import RetryPolicy
 from dddframe.bus.subscription import DeadLetterPolicy, Subscription
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import HeldBack, PoisonEvent, WorkerCrashed
+from dddframe.errors import HeldBack, InvalidArgument, PoisonEvent, WorkerCrashed
 from dddframe.outbox.records import UNDECODABLE
 
 __all__ = [
@@ -247,7 +247,7 @@ def decide(
     overrides the policy's.
     """
     if attempt < 1:
-        raise ValueError(f"attempt counts from 1, not {attempt!r}")
+        raise InvalidArgument(f"attempt counts from 1, not {attempt!r}")
     if held_by is not None:
         return WaitBehind(held_by)
     flagged = undecodable(envelope)

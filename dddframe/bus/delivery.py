@@ -40,7 +40,7 @@ from dddframe.bus.decision import (
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import PoisonEvent, WorkerCrashed
+from dddframe.errors import ConfigurationError, PoisonEvent, WorkerCrashed
 from dddframe.observability.metrics import record_dead_lettered
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.records import utcnow
@@ -87,7 +87,7 @@ class SubscriptionRunner:
         crash_limit: int = 3,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or crash_limit < 1:
-            raise ValueError("concurrency, batch_size and crash_limit must be >= 1")
+            raise ConfigurationError("concurrency, batch_size and crash_limit must be >= 1")
         self.database = database
         self.subscription = subscription
         self.store = store
@@ -212,7 +212,7 @@ class SubscriptionRunner:
     async def _take(self, shared: SharedRead) -> int:
         start = self.position
         if not self.can_take(shared):
-            raise ValueError(
+            raise ConfigurationError(
                 f"{self.subscription.name} at {start} cannot take a read after {shared.after} "
                 f"for {sorted(shared.subscriptions)}"
             )

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from dddframe.errors import ConfigurationError
+
 __all__ = [
     "CustomRetry",
     "ExponentialRetry",
@@ -45,7 +47,7 @@ class RetryPolicy(Protocol):
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be None (forever) or an int >= 0, not {limit!r}")
+        raise ConfigurationError(f"limit must be None (forever) or an int >= 0, not {limit!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class IntervalRetry:
     def __post_init__(self) -> None:
         _check_limit(self.limit)
         if self.interval < 0:
-            raise ValueError("interval must be >= 0")
+            raise ConfigurationError("interval must be >= 0")
 
     def next_delay(self, attempt: int) -> float | None:
         if self.limit is not None and attempt > self.limit:
@@ -98,7 +100,7 @@ class CustomRetry:
 
     def __post_init__(self) -> None:
         if any(d < 0 for d in self.delays):
-            raise ValueError("every delay must be >= 0")
+            raise ConfigurationError("every delay must be >= 0")
 
     def next_delay(self, attempt: int) -> float | None:
         return self.delays[attempt - 1] if attempt <= len(self.delays) else None
@@ -138,4 +140,6 @@ def as_retry_policy(policy: RetryPolicy | Callable[[int], float | None]) -> Retr
         return policy
     if callable(policy):
         return _CallableRetry(policy)
-    raise TypeError(f"A retry policy must have next_delay() or be callable, not {policy!r}")
+    raise ConfigurationError(
+        f"A retry policy must have next_delay() or be callable, not {policy!r}"
+    )

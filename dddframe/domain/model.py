@@ -34,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from dddframe.domain.events import DomainEvent
 from dddframe.domain.limits import AGGREGATE_TYPE_MAX, check_headers, check_name
-from dddframe.errors import EventSerializationError
+from dddframe.errors import EventSerializationError, UsageError
 from dddframe.ids import uuid7
 
 __all__ = ["Aggregate", "Entity", "Model", "RecordedEvent"]
@@ -102,14 +102,14 @@ class _EventRecorder:
         """
         if isinstance(event, DomainEvent):
             if payload is not None:
-                raise TypeError("Pass either a DomainEvent or a name with a payload, not both")
+                raise UsageError("Pass either a DomainEvent or a name with a payload, not both")
             name, version = event.event_name(), event.event_version()
             body = _serialize(name, event)
         elif isinstance(event, str) and event:
             name, version = check_name(event, "event name", where="domain_event()"), 1
             body = _serialize(name, payload)
         else:
-            raise TypeError(
+            raise UsageError(
                 f"domain_event() takes a DomainEvent or a non-empty event name, got {event!r}"
             )
         checked = check_headers(headers, f"domain_event({name!r}, headers=...)")

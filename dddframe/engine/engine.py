@@ -30,6 +30,7 @@ from dddframe.errors import (
     ConcurrencyConflict,
     EventSerializationError,
     UnknownCommand,
+    UsageError,
     close_matches,
 )
 from dddframe.ids import uuid7
@@ -137,7 +138,7 @@ class Engine:
         if isinstance(command, type) and issubclass(command, Command):
             command = command.parse(data)
         elif data is not None:
-            raise TypeError("Pass data only together with a command class")
+            raise UsageError("Pass data only together with a command class")
         if not isinstance(command, Command):
             raise CommandValidationError(
                 f"engine.run() takes a dddframe.Command instance, got {type(command).__name__}."
@@ -151,7 +152,7 @@ class Engine:
                 + close_matches(type(command).__name__, known)
             )
         if isinstance(lock_keys, str):
-            raise TypeError(f"lock_keys must be a list of str, not the str {lock_keys!r}")
+            raise UsageError(f"lock_keys must be a list of str, not the str {lock_keys!r}")
         headers = check_headers(headers, "engine.run(headers=...)")
         with command_span(type(command).__name__):
             # Headers inside the span: the events written carry it as their traceparent.
@@ -273,12 +274,12 @@ class Engine:
         """
         if isinstance(name, DomainEvent):
             if payload is not None:
-                raise TypeError(f"{where}(): pass either a DomainEvent or a name with a payload")
+                raise UsageError(f"{where}(): pass either a DomainEvent or a name with a payload")
             topic, version, body = name.event_name(), name.event_version(), name.model_dump_json()
         else:
             topic, version = check_name(name, "message name", where=f"{where}()"), 1
             if payload is not None and not isinstance(payload, Mapping):
-                raise TypeError(
+                raise UsageError(
                     f"{where}(): the payload of {topic!r} must be a dict, not "
                     f"{type(payload).__name__}; or publish a DomainEvent."
                 )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from dddframe.domain.model import Aggregate, Entity
-from dddframe.errors import NotFound
+from dddframe.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from dddframe.engine.unit_of_work import UnitOfWork
@@ -80,7 +80,7 @@ class Repository(Generic[A]):
     def add(self, aggregate: A) -> None:
         """Add a new aggregate; it is inserted, with its events, when the unit of work commits."""
         if not isinstance(aggregate, self.aggregate):
-            raise TypeError(
+            raise UsageError(
                 f"Repository[{self.aggregate.__name__}].add() got a "
                 f"{type(aggregate).__name__}; use the repository of that type."
             )

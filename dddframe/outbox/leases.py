@@ -15,6 +15,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dddframe.database import Database
+from dddframe.errors import ConfigurationError
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import leases_table
 
@@ -42,7 +43,7 @@ class Leases:
 
     def __init__(self, database: Database, owner: str, ttl: float = 10.0) -> None:
         if ttl <= 0:
-            raise ValueError("ttl must be > 0")
+            raise ConfigurationError("ttl must be > 0")
         self.database = database
         self.owner = owner
         self.ttl = ttl

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import PositionExpired
+from dddframe.errors import InvalidArgument, PositionExpired
 from dddframe.outbox.records import TolerantTimestamp, row_to_envelope, utcnow
 from dddframe.outbox.sequencer import SEQUENCER_LEASE
 from dddframe.outbox.tables import leases_table, outbox_table, positions_table
@@ -136,7 +136,7 @@ class PositionStore:
             await _check_start(conn, subscription, start, await reader.head(conn))
             initial = start
         else:
-            raise ValueError(
+            raise InvalidArgument(
                 f"start must be 'earliest', 'latest' or a position >= 0, not {start!r}"
             )
         try:

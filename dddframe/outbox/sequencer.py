@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
+from dddframe.errors import SchemaNotReady
 from dddframe.outbox.records import row_to_envelope
 from dddframe.outbox.tables import POSTGRES_FUNCTIONS, leases_table
 
@@ -251,7 +252,7 @@ class Sequencer:
         async with conn.begin():
             base = await self._lock(conn, dialect)
             if base is None:
-                raise RuntimeError("dddframe_leases has no sequencer row: run create_schema()")
+                raise SchemaNotReady("dddframe_leases has no sequencer row: run create_schema()")
             if statement is None:
                 count = await self._assign_mysql(conn, base)
             else:

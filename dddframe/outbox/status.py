@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.database import Database
+from dddframe.errors import InvalidArgument
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import (
     PARKED_DEAD,
@@ -254,7 +255,7 @@ async def throughput(
     Buckets start on whole minutes; the last one is the current, partial minute.
     """
     if minutes < 1:
-        raise ValueError("minutes must be >= 1")
+        raise InvalidArgument("minutes must be >= 1")
     end = (now or utcnow()).replace(second=0, microsecond=0)
     start = end - timedelta(minutes=minutes - 1)
     buckets = {start + timedelta(minutes=i): 0 for i in range(minutes)}

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from dddframe import ConflictRetry
-from dddframe.errors import ConcurrencyConflict
+from dddframe.errors import ConcurrencyConflict, UsageError
 from tests.core.conftest import AppFactory, outbox_rows
 from tests.core.model import Account, Deposit, OpenAccount, shopping_module
 
@@ -87,7 +87,7 @@ async def test_postgres_uses_advisory_locks(server_db: str, make_app: AppFactory
     async with make_app(server_db, [shopping_module()]) as app:
         expected = PostgresAdvisoryLocker if "postgresql" in server_db else AsyncioLocker
         assert isinstance(app.engine.locker, expected)
-        with pytest.raises(TypeError):
+        with pytest.raises(UsageError, match="lock_keys must be a list of str"):
             await app.engine.run(OpenAccount(), lock_keys="abc")
         async with app.database.session() as s:
             assert (await s.scalars(select(Account))).all() == []

@@ -17,7 +17,7 @@ from dddframe.bus.decision import (
 )
 from dddframe.bus.retry import RetryPolicy, as_retry_policy
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import HeldBack, PoisonEvent, WorkerCrashed
+from dddframe.errors import HeldBack, InvalidArgument, PoisonEvent, WorkerCrashed
 from dddframe.outbox.records import UNDECODABLE
 
 ENV = Envelope.new("Order:Placed", "{}", aggregate_type="Order", aggregate_id="7")
@@ -97,5 +97,5 @@ def test_failures_are_classified_once() -> None:
     assert Failure.of(TimeoutError()).kind == "timeout"
     assert "timeout" in Failure.of(TimeoutError()).reason
     assert Failure.of(ValueError("x")) == Failure("error", "ValueError: x")
-    with pytest.raises(ValueError, match="attempt counts from 1"):
+    with pytest.raises(InvalidArgument, match="attempt counts from 1"):
         decide(DeliveryPolicy(NoRetry()), attempt=0)

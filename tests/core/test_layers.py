@@ -143,3 +143,23 @@ def test_every_exception_class_lives_in_errors() -> None:
             if is_error and f"{name}.{node.name}" not in NOT_DDDFRAME_ERRORS:
                 found.append(f"{name}.{node.name}")
     assert found == []
+
+
+BUILTIN_RAISES = {"ValueError", "TypeError", "RuntimeError", "KeyError", "LookupError"}
+
+
+def test_the_framework_raises_its_own_errors_not_bare_builtins() -> None:
+    """``except DddframeError`` catches every mistake the framework reports: its errors keep the
+    builtin base that fits (ConfigurationError is a ValueError, UsageError a TypeError) but a
+    bare ``raise ValueError(...)`` would slip past it."""
+    found: list[str] = []
+    for path in MODULES:
+        name = _module_name(path)
+        if name.startswith("dddframe.testing"):
+            continue  # pytest helpers for users' test suites, not the framework's API
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                func = node.exc.func
+                if isinstance(func, ast.Name) and func.id in BUILTIN_RAISES | {"DddframeError"}:
+                    found.append(f"{name}:{node.lineno} raises {func.id}")
+    assert found == []

@@ -6,7 +6,7 @@ import pytest
 
 from dddframe import Application
 from dddframe.bus.dead_letters import DeadLetterSelection
-from dddframe.errors import ConfigurationError
+from dddframe.errors import ConfigurationError, InvalidArgument
 
 
 def test_a_bus_without_the_operator_interface_is_refused_by_name() -> None:
@@ -30,13 +30,13 @@ def test_a_bus_without_the_operator_interface_is_refused_by_name() -> None:
     ],
 )
 def test_the_selection_rejects_bad_input(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgument, match=message):
         DeadLetterSelection(**kwargs)  # type: ignore[arg-type]
 
 
 async def test_replay_and_purge_refuse_an_empty_selection(running_app: Application) -> None:
     for action in (running_app.dead_letters.replay, running_app.dead_letters.purge):
-        with pytest.raises(ValueError, match="Name the dead letters"):
+        with pytest.raises(InvalidArgument, match="Name the dead letters"):
             await action()
-    with pytest.raises(ValueError, match="limit must be an int >= 1"):
+    with pytest.raises(InvalidArgument, match="limit must be an int >= 1"):
         await running_app.dead_letters.list(limit=0)

@@ -36,7 +36,7 @@ from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
-from dddframe.errors import NotStarted
+from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.ids import uuid7
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
@@ -83,9 +83,11 @@ class DatabaseBus:
         crash_limit: int = 3,
     ) -> None:
         if concurrency < 1 or limit_per_run < 1:
-            raise ValueError("concurrency and limit_per_run must be >= 1")
+            raise ConfigurationError("concurrency and limit_per_run must be >= 1")
         if run_interval <= 0 or lease_ttl <= 0 or tx_check_timeout < 0:
-            raise ValueError("run_interval and lease_ttl must be > 0, tx_check_timeout >= 0")
+            raise ConfigurationError(
+                "run_interval and lease_ttl must be > 0, tx_check_timeout >= 0"
+            )
         self.default_retry: RetryPolicy = retry or ExponentialRetry(
             base=0.5, max_delay=60, limit=10
         )

@@ -28,7 +28,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.domain.limits import check_headers
 from dddframe.engine.engine import Engine
-from dddframe.errors import DddframeError, HalfMessageDecided
+from dddframe.errors import HalfMessageDecided, InvalidArgument
 from dddframe.outbox.records import envelope_to_row, row_to_envelope, utcnow
 from dddframe.outbox.tables import OUTBOX_STATUS_PREPARED, OUTBOX_STATUS_READY, outbox_table
 
@@ -98,7 +98,7 @@ class HalfMessages:
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[HalfMessage]:
         if not events:
-            raise DddframeError("prepare() needs at least one event")
+            raise InvalidArgument("prepare() needs at least one event: pass the events to publish")
         headers = check_headers(headers, "bus.prepare(headers=...)")
         envelopes = [
             self.engine.message(e, headers=headers, key=key)

@@ -23,7 +23,7 @@ from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.bus.subscription import Deliver
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
-from dddframe.errors import NotStarted
+from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.status import SystemStatus, database_status
 
@@ -61,7 +61,7 @@ class InProcessBus:
         faults: DeliveryFaults | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or poll_interval <= 0:
-            raise ValueError("concurrency and batch_size must be >= 1, poll_interval > 0")
+            raise ConfigurationError("concurrency and batch_size must be >= 1, poll_interval > 0")
         self.default_retry: RetryPolicy = retry or ExponentialRetry(base=0.2, max_delay=30, limit=8)
         self.concurrency = concurrency
         self.batch_size = batch_size
