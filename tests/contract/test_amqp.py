@@ -14,9 +14,6 @@ from tests.services import AMQP_URL, database_url, reachable, require
 class TestAmqp(TransportContract):
     transport_label = "AMQP"
     expected_failures = {
-        "test_poison_undecodable_header": "issue 11 defect 4 (poison on every transport): a "
-        "header that is not UTF-8 text reaches the listener as the text \"bytearray(b'...')\" "
-        "instead of being dead-lettered",
         "test_new_subscriber_receives_old_messages": "issue 11 (start positions): a subscription "
         "added after its events were relayed gets a new, empty queue; start='earliest' is not "
         "honoured on AMQP",

@@ -22,7 +22,9 @@ from dddframe.bus.amqp.messages import (
     REPLAYED,
     WAITING,
     from_message,
+    header_float,
     header_int,
+    header_text,
 )
 from dddframe.bus.amqp.topology import dlq_name
 from dddframe.bus.codec import HEADER_PREFIX, encode_envelope
@@ -42,11 +44,11 @@ Visit = Callable[[str, aio_pika.abc.AbstractIncomingMessage, Parked], Awaitable[
 """Returns what to do with a message: "keep", "replay" or "drop"."""
 
 
+_YEAR_10000 = 253_402_300_800.0  # seconds since the epoch; a later "dead at" is made up
+
+
 def _header(headers: Mapping[str, Any], key: str) -> str:
-    value = headers.get(key)
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return header_text(headers.get(key))
 
 
 def _event_id(message: aio_pika.abc.AbstractIncomingMessage) -> str:
@@ -79,8 +81,9 @@ def _parked(subscription: str, message: aio_pika.abc.AbstractIncomingMessage) ->
             aggregate_type=_header(headers, HEADER_PREFIX + "aggregate-type") or None,
             aggregate_id=_header(headers, HEADER_PREFIX + "aggregate-id") or None,
         )
-    dead_at = datetime.fromtimestamp(float(headers.get("x-dddframe-dead-at", 0) or 0), UTC)  # type: ignore[arg-type]
-    reason = headers.get(REASON)
+    stamp = header_float(message, "x-dddframe-dead-at")
+    dead_at = datetime.fromtimestamp(stamp if 0 <= stamp < _YEAR_10000 else 0, UTC)
+    reason = header_text(headers.get(REASON))
     return Parked(
         id=header_int(message, "x-dddframe-dead-id"),
         subscription=subscription,
@@ -91,7 +94,7 @@ def _parked(subscription: str, message: aio_pika.abc.AbstractIncomingMessage) ->
         state="waiting" if header_int(message, WAITING) == 1 else "dead",
         attempts=header_int(message, ATTEMPT),
         next_attempt_at=None,
-        error=reason.decode() if isinstance(reason, bytes) else (str(reason) if reason else None),
+        error=reason or None,
         traceback=None,
         created_at=dead_at,
         updated_at=dead_at,

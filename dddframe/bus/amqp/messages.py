@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import aio_pika
@@ -11,7 +12,17 @@ from dddframe.bus.decision import keep_undecodable
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 
-__all__ = ["ATTEMPT", "REASON", "REPLAYED", "WAITING", "from_message", "to_message"]
+__all__ = [
+    "ATTEMPT",
+    "REASON",
+    "REPLAYED",
+    "WAITING",
+    "from_message",
+    "header_float",
+    "header_int",
+    "header_text",
+    "to_message",
+]
 
 ATTEMPT = "x-dddframe-attempt"  # failed attempts so far
 REASON = "x-dddframe-reason"
@@ -46,16 +57,40 @@ def to_message(envelope: Envelope, **extra_headers: Any) -> aio_pika.Message:
     )
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def header_text(value: Any) -> str:
+    """A header value as text for display: bytes that are not UTF-8 show replacement characters.
+
+    >>> header_text(bytearray(b"caf\\xc3\\xa9")), header_text(b"\\xff"), header_text(3)
+    ('café', '\ufffd', '3')
+    """
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def _strict_headers(message: aio_pika.abc.AbstractMessage) -> dict[str, str]:
+    """The message's own headers as str -> str; PoisonEvent for a value that is not UTF-8."""
+    out: dict[str, str] = {}
+    for key, value in (message.headers or {}).items():
+        if key in _OURS:
+            continue
+        if isinstance(value, bytes | bytearray):
+            try:
+                out[key] = bytes(value).decode()
+            except UnicodeDecodeError as exc:
+                raise PoisonEvent(f"message header {key!r} is not UTF-8 text") from exc
+        else:
+            out[key] = str(value)
+    return out
 
 
 def from_message(message: aio_pika.abc.AbstractMessage) -> Envelope:
     """Decode a message; anything that is not our envelope raises PoisonEvent with the reason.
 
-    A relayed outbox row that could not be decoded keeps its reason (the
-    ``dddframe-undecodable`` header), so the consumer dead-letters it as poison."""
-    headers = {k: _text(v) for k, v in (message.headers or {}).items() if k not in _OURS}
+    A header that is not UTF-8 text is poison, as on Kafka. A relayed outbox row that could
+    not be decoded keeps its reason (the ``dddframe-undecodable`` header), so the consumer
+    dead-letters it as poison."""
+    headers = _strict_headers(message)
     try:
         body = message.body.decode()
     except UnicodeDecodeError as exc:
@@ -64,8 +99,18 @@ def from_message(message: aio_pika.abc.AbstractMessage) -> Envelope:
 
 
 def header_int(message: aio_pika.abc.AbstractMessage, name: str) -> int:
+    """One of our integer headers; 0 when it is missing or not an integer (stored data lies)."""
     value = (message.headers or {}).get(name)
     try:
-        return int(_text(value)) if value is not None else 0
+        return int(header_text(value)) if value is not None else 0
     except ValueError:
         return 0
+
+
+def header_float(message: aio_pika.abc.AbstractMessage, name: str) -> float:
+    """One of our numeric headers; 0.0 when it is missing or not a finite number."""
+    try:
+        number = float(header_text((message.headers or {}).get(name)) or 0)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
