@@ -1,50 +1,31 @@
-"""The counters domain of the older per-transport tests (tests/amqp, tests/database_bus,
-tests/core); the conformance suite uses dddframe.testing.contract.model instead."""
+"""The probe of the older per-transport tests (tests/amqp, tests/database_bus, tests/core): the
+counters domain is the conformance suite's (dddframe.testing.contract.model); this probe records
+(aggregate, version, value, attempt) tuples, and misbehaves per aggregate as the test says."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Mapped, mapped_column
-
-from dddframe import (
-    Aggregate,
-    Command,
-    DomainEvent,
-    EventContext,
-    Module,
-    Repository,
-    inject,
+from dddframe import EventContext, Module, inject
+from dddframe.testing.contract.model import (
+    INCREMENTED,
+    ContractCounter,
+    CreateCounter,
+    Increment,
+    Incremented,
+    counters_module,
 )
 
-
-class Incremented(DomainEvent):
-    __event_name__ = "Contract:Incremented"
-    counter_id: uuid.UUID
-    value: int
-    by: int
-
-
-class ContractCounter(Aggregate):
-    __tablename__ = "contract_counters"
-    value: Mapped[int] = mapped_column(default=0)
-
-    def increment(self, by: int) -> None:
-        self.value += by
-        self.domain_event(Incremented(counter_id=self.id, value=self.value, by=by))
-
-
-class CreateCounter(Command):
-    counter_id: uuid.UUID | None = None
-
-
-class Increment(Command):
-    counter_id: uuid.UUID
-    by: int = 1
-    times: int = 1
+__all__ = [
+    "ContractCounter",
+    "CreateCounter",
+    "Increment",
+    "Incremented",
+    "Probe",
+    "contract_modules",
+]
 
 
 @dataclass
@@ -93,27 +74,12 @@ class ContractController:
 
 
 def contract_modules(probe: Probe, **listen_options: object) -> list[Module]:
-    counters = Module("counters")
-
-    @counters.handles(CreateCounter)
-    async def create(cmd: CreateCounter, repo: Repository[ContractCounter]) -> uuid.UUID:
-        counter = ContractCounter(id=cmd.counter_id) if cmd.counter_id else ContractCounter()
-        repo.add(counter)
-        return counter.id
-
-    @counters.handles(Increment)
-    async def increment(cmd: Increment, repo: Repository[ContractCounter]) -> int:
-        counter = await repo.get(cmd.counter_id)
-        for _ in range(cmd.times):
-            counter.increment(cmd.by)
-        return counter.value
-
     watchers = Module("watchers")
     watchers.bind(Probe, to=probe)
     watchers.controller(ContractController)
     watchers.listen(
-        "Contract:Incremented",
+        INCREMENTED,
         "ContractController.on_incremented",
         **listen_options,  # type: ignore[arg-type]
     )
-    return [counters, watchers]
+    return [counters_module(), watchers]

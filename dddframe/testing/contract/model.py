@@ -247,22 +247,9 @@ class ContractController:
         await self.probe.record("notes", str(event.counter_id), 0, ctx)
 
 
-def contract_modules(
-    probe: Probe,
-    *,
-    retry: RetryPolicy | Callable[[int], float | None] | None = None,
-    auditor: bool = False,
-    auditor_retry: RetryPolicy | Callable[[int], float | None] | None = None,
-    auditor_start: str | int = "earliest",
-    notes: bool = False,
-    **listen_options: Any,
-) -> list[Module]:
-    """The counters module and the watchers module whose listeners report to ``probe``.
-
-    ``retry`` and ``listen_options`` (``dead_letter``, ``timeout``, ``start``...) go to the
-    ``increments`` listener; ``auditor`` adds a second subscription to the same event in another
-    group (its own ``auditor_retry``), ``notes`` a listener of ``Conformance:Noted``.
-    """
+def counters_module(probe: Probe | None = None) -> Module:
+    """The module whose commands create, increment and note counters (and, with a ``probe``,
+    hold a transaction open on one of its gates)."""
     counters = Module("counters")
 
     @counters.handles(CreateCounter)
@@ -304,12 +291,34 @@ def contract_modules(
             aggregate_version=1,
         )
         await uow.session.execute(insert(outbox_table), [envelope_to_row(env)])
+        if probe is None:
+            raise RuntimeError("Hold needs counters_module(probe): it waits on the probe's gates")
         probe.gate(cmd.gate)
         probe.entered[cmd.gate].set()
         await probe.gates[cmd.gate].wait()
         if cmd.fail:
             raise ContractRollback(f"held transaction {cmd.gate} rolled back on purpose")
 
+    return counters
+
+
+def contract_modules(
+    probe: Probe,
+    *,
+    retry: RetryPolicy | Callable[[int], float | None] | None = None,
+    auditor: bool = False,
+    auditor_retry: RetryPolicy | Callable[[int], float | None] | None = None,
+    auditor_start: str | int = "earliest",
+    notes: bool = False,
+    **listen_options: Any,
+) -> list[Module]:
+    """The counters module and the watchers module whose listeners report to ``probe``.
+
+    ``retry`` and ``listen_options`` (``dead_letter``, ``timeout``, ``start``...) go to the
+    ``increments`` listener; ``auditor`` adds a second subscription to the same event in another
+    group (its own ``auditor_retry``), ``notes`` a listener of ``Conformance:Noted``.
+    """
+    counters = counters_module(probe)
     watchers = Module("watchers")
     watchers.bind(Probe, to=probe)
     watchers.controller(ContractController)
