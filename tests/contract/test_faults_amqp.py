@@ -60,6 +60,8 @@ class AmqpFaultHarness:
 
 
 class TestAmqpFaults(WorkerSigkill, CrashAfterDispatch, RelaySigkill, ConnectionDrop):
+    transport_label = "AMQP"
+
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> AmqpFaultHarness:
         return AmqpFaultHarness(database_url("postgresql", tmp_path))
@@ -75,6 +77,8 @@ class AmqpOnPrivatePostgres(AmqpFaultHarness):
 
 
 class TestAmqpDatabaseRestart(DatabaseRestart):
+    transport_label = "AMQP"
+
     """The outbox's PostgreSQL restarts under the relay (in the writer) and the consumer."""
 
     @pytest.fixture

@@ -27,18 +27,24 @@ class DatabaseFaultHarness:
 
 
 class TestSqliteFaults(WorkerSigkill, CrashAfterDispatch):
+    transport_label = "database (SQLite)"
+
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> DatabaseFaultHarness:
         return DatabaseFaultHarness("database-sqlite", database_url("sqlite", tmp_path))
 
 
 class TestPostgresFaults(WorkerSigkill, CrashAfterDispatch):
+    transport_label = "database (PostgreSQL)"
+
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> DatabaseFaultHarness:
         return DatabaseFaultHarness("database-postgresql", database_url("postgresql", tmp_path))
 
 
 class TestMariadbFaults(WorkerSigkill, CrashAfterDispatch):
+    transport_label = "database (MariaDB)"
+
     @pytest.fixture
     def fault_harness(self, tmp_path: Path) -> DatabaseFaultHarness:
         return DatabaseFaultHarness("database-mariadb", database_url("mariadb", tmp_path))
@@ -54,6 +60,8 @@ class RestartablePostgres(DatabaseFaultHarness):
 
 
 class TestPostgresRestart(DatabaseRestart):
+    transport_label = "database (PostgreSQL)"
+
     @pytest.fixture
     def fault_harness(self) -> Iterator[RestartablePostgres]:
         with private_cluster() as cluster:

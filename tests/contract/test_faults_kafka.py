@@ -85,12 +85,16 @@ class DroppingBroker(KafkaFaultHarness):
 
 
 class TestKafkaFaults(WorkerSigkill, CrashAfterDispatch, RelaySigkill):
+    transport_label = "Kafka"
+
     @pytest.fixture
     def fault_harness(self, tmp_path: Path, kafka_bootstrap: str) -> KafkaFaultHarness:
         return KafkaFaultHarness(database_url("postgresql", tmp_path), kafka_bootstrap)
 
 
 class TestKafkaConnectionDrop(ConnectionDrop):
+    transport_label = "Kafka"
+
     @pytest.fixture
     async def fault_harness(self, tmp_path: Path) -> AsyncIterator[DroppingBroker]:
         if broker.REAL_CLUSTER:
@@ -119,6 +123,8 @@ class KafkaOnPrivatePostgres(KafkaFaultHarness):
 
 
 class TestKafkaDatabaseRestart(DatabaseRestart):
+    transport_label = "Kafka"
+
     """The outbox's PostgreSQL restarts under the relay (in the writer) and the consumer."""
 
     @pytest.fixture

@@ -95,12 +95,15 @@ class ContractSuite:
 def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
     """The markdown table of every scenario (rows) on every suite's transport (columns):
     ``pass`` where the scenario passes, ``fails: <reason>`` where it is a known failure,
-    ``n/a`` where it cannot apply (its reason is in the suite's ``not_applicable``)."""
+    ``n/a`` where it cannot apply (its reason is in the suite's ``not_applicable``), and ``—``
+    where no suite of that transport runs it. Suites with the same ``transport_label`` (say,
+    the contract suite and the fault scenarios of one transport) share a column."""
     if not suites:
         raise ValueError("markdown_table() needs at least one ContractSuite subclass")
     rows: dict[str, tuple[Scenario, dict[str, str]]] = {}
-    labels = [s.transport_label or s.__name__ for s in suites]
-    for suite, label in zip(suites, labels, strict=True):
+    labels = list(dict.fromkeys(s.transport_label or s.__name__ for s in suites))
+    for suite in suites:
+        label = suite.transport_label or suite.__name__
         for name, meta in scenarios_of(suite):
             cells = rows.setdefault(name, (meta, {}))[1]
             reason = suite.expected_failures.get(name)
@@ -119,7 +122,7 @@ def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
             lines.append(f"| **{group}** | |" + " |" * len(labels))
         lines.append(
             f"| {meta.title} | {meta.origin} | "
-            + " | ".join(cells.get(label, "not run") for label in labels)
+            + " | ".join(cells.get(label, "—") for label in labels)
             + " |"
         )
     values = [v for _, cells in rows.values() for v in cells.values()]
@@ -132,8 +135,9 @@ def markdown_table(suites: Sequence[type[ContractSuite]]) -> str:
         f"{runs - failing} pass, {failing} known failures, {skipped} not applicable."
     )
     notes = [
-        f"* {label}, {rows[name][0].title}: {' '.join(reason.split())}"
-        for suite, label in zip(suites, labels, strict=True)
+        f"* {suite.transport_label or suite.__name__}, {rows[name][0].title}: "
+        + " ".join(reason.split())
+        for suite in suites
         for attr in ("not_applicable", "expected_failures")
         for name, reason in getattr(suite, attr).items()
     ]

@@ -24,13 +24,10 @@ run in the test process's working directory with its environment plus ``child_en
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import func, select
@@ -38,24 +35,16 @@ from sqlalchemy import func, select
 from dddframe import Application
 from dddframe.database import Database
 from dddframe.outbox.tables import positions_table
-from dddframe.testing.contract.fault_app import (
-    EVENT_NAME,
-    SUBSCRIPTION,
-    Bump,
-    RolledBack,
-    fault_modules,
-    load_bus,
+from dddframe.testing.contract.catalog import scenario
+from dddframe.testing.contract.fault_app import EVENT_NAME, SUBSCRIPTION, Bump, RolledBack
+from dddframe.testing.contract.fault_scenario import (
+    WAIT,
+    DroppableConnections,
+    FaultHarness,
+    FaultScenario,
+    RestartableDatabase,
 )
-from dddframe.testing.contract.fault_processes import Children
-from dddframe.testing.contract.history import (
-    HistoryEffect,
-    HistoryReport,
-    check_history,
-    read_history,
-    results_path,
-    write_result,
-)
-from dddframe.testing.plugin import reset_database
+from dddframe.testing.contract.history import HistoryEffect, read_history
 
 __all__ = [
     "ConnectionDrop",
@@ -63,177 +52,20 @@ __all__ = [
     "DatabaseRestart",
     "DroppableConnections",
     "FaultHarness",
+    "FaultScenario",
     "RelaySigkill",
     "RestartableDatabase",
     "WorkerSigkill",
 ]
 
-WAIT = 120.0  # seconds any one wait may take before the scenario fails (never a timing claim)
-STALL = 30.0  # seconds without any new delivery after which the final check stops waiting
-
-
-@runtime_checkable
-class FaultHarness(Protocol):
-    """What a transport provides to run the fault scenarios."""
-
-    name: str  # the transport's id in the results file, e.g. "database-sqlite"
-    database_url: str
-    bus_factory: str  # "package.module:factory"; factory(relay: bool) -> EventBus
-
-    def child_env(self) -> Mapping[str, str]:
-        """Environment the bus factory needs (also applied to the test process's writer)."""
-
-
-@runtime_checkable
-class DroppableConnections(Protocol):
-    broker_keeps_data: bool  # False: a restart loses what the broker held (a memory broker)
-
-    async def drop_connections(self) -> None:
-        """Close this test's broker connections from the server side (or restart the broker)."""
-
-
-@runtime_checkable
-class RestartableDatabase(Protocol):
-    async def restart_database(self) -> None:
-        """Restart the database server this harness's ``database_url`` points to."""
-
-
-class FaultScenario:
-    """Shared by the scenarios; subclasses override the ``fault_harness`` fixture."""
-
-    aggregates: ClassVar[int] = 6
-    per_aggregate: ClassVar[int] = 20
-
-    @pytest.fixture
-    def fault_harness(self) -> FaultHarness:
-        """Subclasses provide their transport's harness; a subclass that forgot fails clearly."""
-        pytest.fail(
-            f"{type(self).__name__} runs fault scenarios but does not provide the "
-            "fault_harness fixture: define `@pytest.fixture def fault_harness(self)` returning "
-            "a FaultHarness for your transport",
-            pytrace=False,
-        )
-
-    @pytest.fixture
-    def fault_results(self, request: pytest.FixtureRequest) -> Path:
-        cache = getattr(request.config, "cache", None)
-        return results_path(cache.mkdir("dddframe-contract").parent.parent if cache else None)
-
-    @asynccontextmanager
-    async def setup(
-        self, harness: FaultHarness, *, relay: bool
-    ) -> AsyncIterator[tuple[Application, Children]]:
-        """The writer (this process, consuming nothing) and the scenario's child processes."""
-        saved = {k: os.environ.get(k) for k in harness.child_env()}
-        os.environ.update(harness.child_env())
-        await reset_database(harness.database_url)
-        app = Application(
-            fault_modules(),
-            harness.database_url,
-            bus=load_bus(harness.bus_factory, relay=relay),
-            consume=False,
-        )
-        children = Children(harness)
-        try:
-            async with app:
-                await app.create_schema()
-                try:
-                    yield app, children
-                finally:
-                    await children.stop_all()
-                    children.close()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    async def commit_load(self, app: Application, counters: list[uuid.UUID], times: int) -> int:
-        """``times`` events per counter, in chunks; one more chunk per counter rolls back."""
-        rolled_back = 0
-        for _ in range(0, times, 5):
-            for cid in counters:
-                await app.engine.run(Bump(counter_id=cid, times=5))
-        for cid in counters:
-            try:
-                await app.engine.run(Bump(counter_id=cid, times=2, fail=True))
-            except RolledBack:
-                rolled_back += 1
-        return rolled_back
-
-    async def effects(self, database: Database) -> int:
-        async with database.connect() as conn:
-            found = await conn.scalar(select(func.count()).select_from(HistoryEffect))
-        return int(found or 0)
-
-    async def until(
-        self, reached: Callable[[], Awaitable[bool]], what: str, children: Children
-    ) -> None:
-        """Poll ``reached`` until it is true; fail with the children's output after WAIT."""
-        try:
-            async with asyncio.timeout(WAIT):
-                while True:
-                    if await reached():
-                        return
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            raise AssertionError(f"{what} after {WAIT}s\n{children.output()}") from None
-
-    async def wait_effects(self, app: Application, children: Children, count: int) -> None:
-        async def enough() -> bool:
-            return await self.effects(app.database) >= count
-
-        await self.until(enough, f"fewer than {count} effects", children)
-
-    async def history(self, database: Database) -> HistoryReport:
-        return check_history(*await read_history(database, SUBSCRIPTION, EVENT_NAME))
-
-    async def finish(
-        self,
-        app: Application,
-        children: Children,
-        harness: FaultHarness,
-        results: Path,
-        *,
-        scenario: str,
-        expected: int,
-        crash_points: int,
-        rolled_back: int,
-        exact: bool = True,
-        extra: Mapping[str, int] | None = None,
-    ) -> HistoryReport:
-        """Wait until every committed event has its effect (bounded), record, and check."""
-        report = await self.history(app.database)
-        loop = asyncio.get_running_loop()
-        deadline = progress_at = loop.time()
-        deadline += WAIT
-        while report.lost and loop.time() < deadline and loop.time() - progress_at < STALL:
-            await asyncio.sleep(0.1)
-            before, report = report, await self.history(app.database)
-            if (report.deliveries, report.lost) != (before.deliveries, before.lost):
-                progress_at = loop.time()
-        await asyncio.sleep(0.3)  # a straggling redelivery still counts in the report
-        report = await self.history(app.database)
-        write_result(
-            results,
-            scenario=scenario,
-            transport=harness.name,
-            crash_points=crash_points,
-            report=report,
-            extra={"rolled_back": rolled_back, **(extra or {})},
-        )
-        if exact:
-            assert report.committed == expected, report
-        else:  # a command whose commit raced a restart may have committed and been run again
-            assert report.committed >= expected, report
-        assert report.ok, f"{report.problems()} {report}\n{children.output()}"
-        return report
-
 
 class WorkerSigkill(FaultScenario):
     """A worker (consumer) SIGKILLed mid-batch, twice; the next one finishes."""
 
+    @scenario(
+        "Worker SIGKILLed mid-batch, twice: nothing lost",
+        origin="SIGKILL, real processes",
+    )
     async def test_worker_sigkilled_mid_batch_loses_nothing(
         self, fault_harness: FaultHarness, fault_results: Path
     ) -> None:
@@ -263,6 +95,10 @@ class CrashAfterDispatch(FaultScenario):
 
     crash_after: ClassVar[tuple[int, ...]] = (1, 7, 15)
 
+    @scenario(
+        "Crash after dispatch, before marking: resent, absorbed by the inbox",
+        origin="NServiceBus outbox",
+    )
     async def test_crash_after_dispatch_is_resent_and_absorbed(
         self, fault_harness: FaultHarness, fault_results: Path
     ) -> None:
@@ -316,6 +152,10 @@ class RelaySigkill(FaultScenario):
             )
         return int(found or 0)
 
+    @scenario(
+        "Relay SIGKILLed mid-batch, twice: resent from its position",
+        origin="SIGKILL, real processes",
+    )
     async def test_relay_sigkilled_mid_batch_loses_nothing(
         self, fault_harness: FaultHarness, fault_results: Path
     ) -> None:
@@ -349,6 +189,9 @@ class ConnectionDrop(FaultScenario):
     """The broker closes the connections of the relay and the worker mid-stream (or restarts);
     both reconnect and nothing is lost."""
 
+    @scenario(
+        "Broker closes the connections mid-stream: both reconnect", origin="Watermill TestReconnect"
+    )
     async def test_connections_closed_by_the_broker_lose_nothing(
         self, fault_harness: FaultHarness, fault_results: Path
     ) -> None:
@@ -375,6 +218,10 @@ class ConnectionDrop(FaultScenario):
 class DatabaseRestart(FaultScenario):
     """The database server restarts while a writer commits and a worker delivers."""
 
+    @scenario(
+        "PostgreSQL restarted under load",
+        origin="server restart, real processes",
+    )
     async def test_database_restarted_under_load_loses_nothing(
         self, fault_harness: FaultHarness, fault_results: Path
     ) -> None:

@@ -65,14 +65,10 @@ One entry per (scenario, transport); a later run replaces the earlier entry.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,7 +79,6 @@ from dddframe.domain.model import Model
 from dddframe.outbox.tables import outbox_table
 
 __all__ = [
-    "RESULTS_ENV",
     "Committed",
     "Delivery",
     "Effect",
@@ -94,11 +89,7 @@ __all__ = [
     "read_history",
     "record_delivery",
     "record_effect",
-    "write_result",
 ]
-
-RESULTS_ENV = "DDDFRAME_CONTRACT_RESULTS"
-RESULTS_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,52 +268,3 @@ async def read_history(
         )
         effects = [Effect(e) for e in applied]
     return committed, deliveries, effects
-
-
-def results_path(cache_dir: Path | None = None) -> Path:
-    """Where :func:`write_result` writes: ``$DDDFRAME_CONTRACT_RESULTS`` or the pytest cache."""
-    configured = os.environ.get(RESULTS_ENV, "").strip()
-    if configured:
-        return Path(configured)
-    base = cache_dir or Path(".pytest_cache")
-    return base / "d" / "dddframe-contract" / "faults.json"
-
-
-def write_result(
-    path: Path,
-    *,
-    scenario: str,
-    transport: str,
-    crash_points: int,
-    report: HistoryReport,
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Add (or replace) the entry of ``(scenario, transport)`` in the results file at ``path``."""
-    if not scenario or not transport:
-        raise ValueError("write_result needs a scenario and a transport name")
-    entries: list[dict[str, Any]] = []
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict) and isinstance(loaded.get("results"), list):
-            entries = [r for r in loaded["results"] if isinstance(r, dict)]
-    except (OSError, ValueError):
-        entries = []  # missing or unreadable: start afresh
-    entries = [
-        r for r in entries if (r.get("scenario"), r.get("transport")) != (scenario, transport)
-    ]
-    entries.append(
-        {
-            "scenario": scenario,
-            "transport": transport,
-            "crash_points": crash_points,
-            **dict(extra or {}),
-            **report.as_dict(),
-        }
-    )
-    entries.sort(key=lambda r: (str(r.get("transport")), str(r.get("scenario"))))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp"
-    ) as tmp:
-        json.dump({"version": RESULTS_VERSION, "results": entries}, tmp, indent=1)
-    os.replace(tmp.name, path)
