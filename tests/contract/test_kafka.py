@@ -22,8 +22,6 @@ class TestKafka(TransportContract):
         "HeldBack letters of their own instead of holding them behind it",
         "test_consumer_groups": "issue 11 (one delivery decision): a blocking retry on Kafka "
         "holds every aggregate of its partition, not only the failing one",
-        "test_new_subscriber_from_latest": "issue 11 (start positions): Kafka ignores "
-        "listen(start='latest'); a new consumer group always begins at the earliest offset",
     }
 
     @pytest.fixture

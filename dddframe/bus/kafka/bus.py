@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 
 from dddframe.bus.kafka.config import KafkaCluster, clusters_from_env
-from dddframe.bus.kafka.consumer import GroupConsumer
+from dddframe.bus.kafka.consumer import GroupConsumer, group_start
 from dddframe.bus.kafka.dead_letters import KafkaDeadLetters
 from dddframe.bus.kafka.handling import RecordHandler, RetryMode
 from dddframe.bus.kafka.options import KafkaListenerOptions
@@ -267,6 +267,7 @@ class KafkaBus:
                 prepare=functools.partial(ensure_topics, self.clusters[cname], needed),
                 on_assign=functools.partial(self._load_held, cname, group_id, handler),
                 options=self.consumer_options,
+                begin_at=group_start(group_id, group_subs),
             )
             consumer.start()
             self.consumers.append(consumer)

@@ -10,6 +10,11 @@ partitions' in-flight records finish, their processed offsets are committed, and
 they released; queued but unstarted records are dropped and refetched by the new owner.
 A broker that is down at start or mid-run is retried with back-off; nothing is committed
 that was not processed, so nothing is lost.
+
+Where a group begins: a group with committed offsets continues from them. A new group begins at
+the earliest offset, or, when its subscriptions say ``start="latest"``, at the end offsets read
+when its partitions are first assigned, committed at once, so a restart before the first event
+does not move it (:func:`group_start`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -27,12 +32,48 @@ from aiokafka.structs import ConsumerRecord
 
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.handling import RecordHandler
+from dddframe.bus.subscription import Subscription
+from dddframe.errors import ConfigurationError
 
-__all__ = ["GroupConsumer"]
+__all__ = ["GroupConsumer", "StartAt", "group_start"]
+
+StartAt = Literal["earliest", "latest"]
 
 log = logging.getLogger("dddframe.bus.kafka.consumer")
 
 _HIGH_WATER = 2000  # queued records per partition before it is paused
+
+
+def group_start(group_id: str, subscriptions: Sequence[Subscription]) -> StartAt:
+    """Where a new consumer group begins: the ``start`` its subscriptions share.
+
+    Kafka offsets are per partition, so an outbox position cannot be a start here, and one
+    group cannot begin at two places.
+
+    >>> from dddframe.bus.retry import NoRetry
+    >>> def sub(name, start):
+    ...     return Subscription(name, "g", "C.m", frozenset({"A:B"}), None, NoRetry(), start=start)
+    >>> group_start("g", [sub("g.C.m", "latest"), sub("g.C.n", "latest")])
+    'latest'
+    >>> group_start("g", [sub("g.C.m", "latest"), sub("g.C.n", "earliest")])
+    Traceback (most recent call last):
+    ...
+    dddframe.errors.ConfigurationError: Kafka consumer group 'g' cannot begin at two places: ...
+    """
+    starts = {s.name: s.start for s in subscriptions}
+    for name, start in starts.items():
+        if start not in ("earliest", "latest"):
+            raise ConfigurationError(
+                f"listen(..., start={start!r}) for {name}: a Kafka consumer group begins at "
+                "'earliest' or 'latest'; outbox positions are for the database bus."
+            )
+    if len(set(starts.values())) > 1:
+        listed = ", ".join(f"{n} start={v!r}" for n, v in sorted(starts.items()))
+        raise ConfigurationError(
+            f"Kafka consumer group {group_id!r} cannot begin at two places: {listed}. "
+            "Give the listeners the same start, or put them in modules (groups) of their own."
+        )
+    return "latest" if "latest" in starts.values() else "earliest"
 
 
 class _Partition:
@@ -55,6 +96,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.owner.group_id, sorted(map(str, assigned)))
+        if self.owner.begin_at == "latest":
+            await self.owner.pin_new_partitions(assigned)
         if self.owner.on_assign is not None:
             try:
                 await self.owner.on_assign()
@@ -78,6 +121,7 @@ class GroupConsumer:
         on_assign: Callable[[], Awaitable[None]] | None = None,
         revoke_timeout: float = 30.0,
         options: dict[str, Any] | None = None,
+        begin_at: StartAt = "earliest",
     ) -> None:
         self.cluster_name = cluster_name
         self.cluster = cluster
@@ -88,6 +132,8 @@ class GroupConsumer:
         self.on_assign = on_assign
         self.revoke_timeout = revoke_timeout
         self.options = dict(options or {})
+        self.begin_at = begin_at
+        self._unpinned: set[TopicPartition] = set()
         self.partitions: dict[TopicPartition, _Partition] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.joined = asyncio.Event()
@@ -103,6 +149,29 @@ class GroupConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def pin_new_partitions(self, assigned: list[TopicPartition]) -> None:
+        """Note the assigned partitions the group has no offset for yet; the fetch loop moves
+        them to the high watermark of their first fetch response (:meth:`_pin`)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in assigned:
+            if await consumer.committed(tp) is None:
+                self._unpinned.add(tp)
+
+    async def _pin(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """Begin a new partition at its high watermark (from a fetch response: some
+        Kafka-compatible brokers answer ListOffsets wrongly) and commit it; None until a fetch
+        response has told it."""
+        high: int | None = consumer.highwater(tp)
+        if high is None:
+            return None
+        consumer.seek(tp, high)
+        await consumer.commit({tp: high})
+        self._unpinned.discard(tp)
+        log.info("%s: %s begins at its latest offset %d", self.group_id, tp, high)
+        return high
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
@@ -159,9 +228,15 @@ class GroupConsumer:
                 await asyncio.sleep(min(0.1 * errors, 2.0))
                 continue
             assigned = consumer.assignment()
+            begins = {tp: await self._pin(consumer, tp) for tp in self._unpinned & assigned}
             for tp, records in batch.items():
                 if tp not in assigned:
                     continue
+                if tp in begins:  # a new partition under start="latest": only what follows
+                    start = begins[tp]
+                    records = [r for r in records if start is not None and r.offset >= start]
+                    if not records:
+                        continue
                 part = self._partition(tp)
                 part.queue.extend(records)
                 part.idle.clear()
