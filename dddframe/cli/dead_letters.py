@@ -3,8 +3,10 @@
 Works on ``app.dead_letters``, the transport's :class:`~dddframe.bus.protocol.DeadLetters`
 (database rows, Kafka dead-letter topics, AMQP dead-letter queues), so every transport is
 operated the same way. Stored texts (errors, tracebacks, payloads) are shown as data: markup
-escaped, control characters removed (:func:`dddframe.cli.output.safe`). Exit codes: 0 done, 1
-nothing found, 2 bad usage.
+escaped, control characters removed (:func:`dddframe.cli.output.safe`). Exit codes
+(:mod:`dddframe.cli.exits`): 0 done (an empty list too), 1 cannot read, 2 bad usage, 5 no dead
+letter matched or the confirmation was declined; with ``--json`` "nothing matched" is an
+answer (``null``, ``{"replayed": 0}``) and exits 0.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dddframe.app.application import Application
 from dddframe.bus import TRANSPORTS
 from dddframe.bus.dead_letters import DeadLetter
-from dddframe.cli.loading import load_app
-from dddframe.cli.output import safe
+from dddframe.cli.exits import EXIT_NOTHING_DONE, EXIT_USAGE
+from dddframe.cli.loading import load_app, prepare_schema
+from dddframe.cli.output import console, safe
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import DeadLetterNotFound, PoisonEvent
 
 app = typer.Typer(help="List, show, replay and purge dead letters.", no_args_is_help=True)
-console = Console()
 T = TypeVar("T")
 
 APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
@@ -55,7 +56,8 @@ def _run(app_spec: str, bus: str | None, action: Callable[[Application], Awaitab
                 f"Pass --bus {application.bus.name} or the app that uses the {bus} bus.",
                 err=True,
             )
-            raise typer.Exit(2)
+            raise typer.Exit(EXIT_USAGE)
+        await prepare_schema(application, create=False)  # missing or behind: one line, exit 6
         async with application:
             return await action(application)
 
@@ -134,9 +136,7 @@ def list_(
                 safe((d.error or "")[:120]),
                 d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
-        console.print(table)
-    if not letters:
-        raise typer.Exit(1)
+        console().print(table)
 
 
 @app.command()
@@ -150,17 +150,21 @@ def show(
     try:
         d = _run(app_spec, bus, lambda a: a.dead_letters.get(dead_letter_id))
     except DeadLetterNotFound as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
+        if as_json:
+            typer.echo("null")
+            return
+        typer.echo(f"dddframe: {safe(exc, markup=False)}", err=True)
+        raise typer.Exit(EXIT_NOTHING_DONE) from exc
     data = _as_dict(d, full=True)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
+    out = console()
     for key, value in data.items():
         if key != "traceback":
-            console.print(f"[bold]{key}[/]: {safe(value)}", highlight=False)
-    console.print("[bold]traceback[/]:")
-    console.print(safe(d.traceback or "(none)"), highlight=False)
+            out.print(f"[bold]{key}[/]: {safe(value)}")
+    out.print("[bold]traceback[/]:")
+    out.print(safe(d.traceback or "(none)"))
 
 
 def _selection(
@@ -199,8 +203,8 @@ def replay(
         ),
     )
     typer.echo(json.dumps({"replayed": count}) if as_json else f"{count} dead letter(s) replayed")
-    if not count:
-        raise typer.Exit(1)
+    if not count and not as_json:
+        raise typer.Exit(EXIT_NOTHING_DONE)
 
 
 @app.command()
@@ -217,7 +221,7 @@ def purge(
     """Delete dead letters for good (their events are never delivered to that listener)."""
     sel = _selection(ids or [], subscription, aggregate, everything)
     if not yes and not typer.confirm("Delete these dead letters for good?"):
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_NOTHING_DONE)
     count = _run(
         app_spec,
         bus,
@@ -229,5 +233,5 @@ def purge(
         ),
     )
     typer.echo(json.dumps({"purged": count}) if as_json else f"{count} dead letter(s) purged")
-    if not count:
-        raise typer.Exit(1)
+    if not count and not as_json:
+        raise typer.Exit(EXIT_NOTHING_DONE)

@@ -14,11 +14,10 @@ import sys
 from collections.abc import Callable
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 
 from dddframe.cli.loading import load_app
-from dddframe.cli.output import safe
+from dddframe.cli.output import console, safe
 from dddframe.cli.process import stop_on_signals
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -83,7 +82,7 @@ async def tail_events(
     position = max(0, head - last) if after is None else after
     begin = position
     tty = sys.stderr.isatty()
-    with Progress(console=Console(stderr=True), transient=True, disable=not tty) as progress:
+    with Progress(console=console(stderr=True), transient=True, disable=not tty) as progress:
         task = progress.add_task("reading outbox", total=max(head - position, 0))
         while not stop.is_set():
             async with database.connect() as conn:
@@ -122,7 +121,8 @@ def tail(
 ) -> None:
     """Print the last events of the outbox in commit order; --follow prints new ones live.
 
-    Exit code 0 (also on Ctrl-C), 1 when the application or database cannot be read.
+    Exit code 0 (also on Ctrl-C), 1 when the application or database cannot be read, 2 on a
+    usage error.
     """
     if last < 0 or (count is not None and count < 1) or poll_interval <= 0:
         raise typer.BadParameter("--last must be >= 0, --count >= 1, --poll-interval > 0")
@@ -148,6 +148,3 @@ def tail(
         asyncio.run(run())
     except KeyboardInterrupt:
         return
-    except Exception as exc:
-        Console(stderr=True).print(f"[red]cannot read events:[/red] {safe(exc)}")
-        raise typer.Exit(1) from exc

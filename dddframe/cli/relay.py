@@ -27,8 +27,9 @@ async def run_relay(
     application = load_app(app_spec, consume=False)
     if not hasattr(application.bus, "relay_enabled"):
         raise ConfigurationError(
-            f"The {application.bus.name!r} bus has no relay: its events are delivered from the "
-            "database by `dddframe worker`. Use a broker bus such as bus='kafka'."
+            f"--app {app_spec} uses the {application.bus.name!r} bus, which has no relay: only "
+            "the broker buses (bus='kafka', bus='amqp') move outbox events to a broker. Run "
+            "`dddframe worker` to deliver this application's events."
         )
     setattr(application.bus, "relay_enabled", True)  # noqa: B010 - checked above
     stop = stop or asyncio.Event()

@@ -8,7 +8,6 @@ import asyncio
 import typer
 
 from dddframe.cli.loading import load_app, prepare_schema
-from dddframe.errors import SchemaNotReady
 from dddframe.outbox.schema import schema_ddl
 
 app = typer.Typer(help="Framework schema: print the DDL, create it or check it.")
@@ -21,7 +20,7 @@ def schema(
     ),
     create: bool = typer.Option(False, "--create", help="Create the schema instead of printing"),
     check: bool = typer.Option(
-        False, "--check", help="Exit 1 unless the database holds the schema at this version"
+        False, "--check", help="Exit 6 unless the database holds the schema at this version"
     ),
     app_spec: str | None = typer.Option(
         None,
@@ -39,9 +38,5 @@ def schema(
     if app_spec is None:
         raise typer.BadParameter("--create and --check need --app package.module:app")
     application = load_app(app_spec, consume=False)
-    try:
-        asyncio.run(prepare_schema(application, create=create))
-    except SchemaNotReady as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    asyncio.run(prepare_schema(application, create=create))  # SchemaNotReady: exit 6
     typer.echo("schema created" if create else "schema is up to date")

@@ -5,8 +5,9 @@ Everything comes from ``await app.bus.status()``, the transport's own view (outb
 the in-process and database buses, committed offsets on Kafka, queue depths on RabbitMQ), read
 by a process that does not consume.
 
-Exit codes: 0 healthy, 1 the application or database could not be read, 2 dead letters exist,
-3 a subscription lags more than ``--max-lag`` events or ``--max-lag-seconds``.
+Exit codes (:mod:`dddframe.cli.exits`): 0 healthy, 1 the application or database could not be
+read, 2 a usage or configuration error, 3 dead letters exist, 4 a subscription lags more than
+``--max-lag`` events or ``--max-lag-seconds``.
 """
 
 from __future__ import annotations
@@ -19,23 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dddframe.app.application import Application
-from dddframe.cli.loading import load_app
-from dddframe.cli.output import safe
+from dddframe.cli.exits import EXIT_DEAD_LETTERS, EXIT_LAGGING, EXIT_USAGE
+from dddframe.cli.loading import load_app, prepare_schema
+from dddframe.cli.output import console, safe
 from dddframe.outbox.status import SystemStatus
 
-__all__ = [
-    "EXIT_DEAD_LETTERS",
-    "EXIT_ERROR",
-    "EXIT_LAGGING",
-    "EXIT_OK",
-    "application_status",
-    "status",
-]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DEAD_LETTERS = 2
-EXIT_LAGGING = 3
+__all__ = ["application_status", "status"]
 
 
 async def application_status(app: Application) -> SystemStatus:
@@ -46,6 +36,7 @@ async def application_status(app: Application) -> SystemStatus:
 
 async def _read(app_spec: str) -> SystemStatus:
     application = load_app(app_spec, consume=False)
+    await prepare_schema(application, create=False)  # missing or behind: one line, exit 6
     async with application:
         return await application_status(application)
 
@@ -53,7 +44,7 @@ async def _read(app_spec: str) -> SystemStatus:
 def _render(result: SystemStatus, console: Console) -> None:
     table = Table(title=f"subscriptions (outbox head {result.head})")
     for col in ("subscription", "position", "lag", "lag (s)", "retries", "dead letters"):
-        table.add_column(col, justify="left" if col == "subscription" else "right")
+        table.add_column(col, justify="left" if col == "subscription" else "right", overflow="fold")
     for s in result.subscriptions:
         table.add_row(
             safe(s.name),
@@ -67,7 +58,7 @@ def _render(result: SystemStatus, console: Console) -> None:
     if result.relays:
         relays = Table(title="relays")
         for col in ("relay", "last sent", "lag", "updated"):
-            relays.add_column(col, justify="left" if col == "relay" else "right")
+            relays.add_column(col, justify="left" if col == "relay" else "right", overflow="fold")
         for r in result.relays:
             updated = r.updated_at.isoformat(timespec="seconds") if r.updated_at else "-"
             relays.add_row(safe(r.name), str(r.last_sent), str(r.lag_events), updated)
@@ -80,26 +71,27 @@ def status(
     app_spec: str = typer.Option(..., "--app", help="package.module:app or a factory"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
     max_lag: int | None = typer.Option(
-        None, "--max-lag", help="Exit 3 when a subscription lags more events than this"
+        None, "--max-lag", help="Exit 4 when a subscription lags more events than this"
     ),
     max_lag_seconds: float | None = typer.Option(
-        None, "--max-lag-seconds", help="Exit 3 when the oldest pending event is older"
+        None, "--max-lag-seconds", help="Exit 4 when the oldest pending event is older"
     ),
 ) -> None:
     """Show every subscription's position and lag, retries and dead letters, and relays.
 
-    Exit code 0 healthy, 1 error, 2 dead letters exist, 3 lag above --max-lag(-seconds).
+    Exit code 0 healthy, 1 cannot read, 2 usage error, 3 dead letters exist, 4 lag above
+    --max-lag(-seconds).
     """
-    console = Console()
-    try:
-        result = asyncio.run(_read(app_spec))
-    except Exception as exc:  # one line for scripts, not a traceback
-        Console(stderr=True).print(f"[red]cannot read status:[/red] {safe(exc)}")
-        raise typer.Exit(EXIT_ERROR) from exc
+    if (max_lag is not None and max_lag < 0) or (
+        max_lag_seconds is not None and max_lag_seconds < 0
+    ):
+        typer.echo("dddframe: --max-lag and --max-lag-seconds must be >= 0", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    result = asyncio.run(_read(app_spec))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        _render(result, console)
+        _render(result, console())
     lagging = any(
         (max_lag is not None and s.lag_events > max_lag)
         or (max_lag_seconds is not None and s.lag_seconds > max_lag_seconds)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from dddframe import Application
 from dddframe.cli import app as cli
+from dddframe.cli.exits import EXIT_DEAD_LETTERS, EXIT_LAGGING
 from dddframe.outbox.status import SubscriptionStatus
 from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
@@ -77,11 +78,11 @@ async def test_status_dead_letters_and_exit_codes_on_amqp(amqp_ops: str) -> None
         await worker.drain()
         current = await row(worker)
         assert (current.lag_events, current.dead_letters, current.retries_pending) == (0, 0, 0)
-    # Caught up: 0 under --max-lag 0 (it used to count every event as lag and exit 3).
+    # Caught up: 0 under --max-lag 0 (it used to count every event as lag).
     code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--json", "--max-lag", "0")
     assert code == 0, out
 
-    # Three messages no consumer took (a writer relays, nobody consumes): lag 3, exit 3.
+    # Three messages no consumer took (a writer relays, nobody consumes): lag 3, EXIT_LAGGING.
     async with ops_app.make_app(consume=False, relay=True) as writer:
         for title in ("c", "d", "e"):
             await writer.engine.run(tickets.OpenTicket(title=title))
@@ -89,11 +90,11 @@ async def test_status_dead_letters_and_exit_codes_on_amqp(amqp_ops: str) -> None
         current = await row(writer)
         assert current.lag_seconds > 0 and current.position is None
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "2")
-    assert code == 3
+    assert code == EXIT_LAGGING
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "3")
     assert code == 0
 
-    # A failing listener with a hostile error text: one dead letter, exit 2, shown as data.
+    # A failing listener with a hostile error text: one dead letter, shown as data.
     async with ops_app.make_app() as worker:
         await worker.engine.run(tickets.OpenTicket(title=HOSTILE))
         await worker.drain()
@@ -112,7 +113,7 @@ async def test_status_dead_letters_and_exit_codes_on_amqp(amqp_ops: str) -> None
         }
         assert len(page["dead_letter_list"]) == 2
     code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--json")
-    assert code == 2 and json.loads(out)["dead_letters"] == 2
+    assert code == EXIT_DEAD_LETTERS and json.loads(out)["dead_letters"] == 2
     code, out = await asyncio.to_thread(cli_run, "dead-letters", "list", "--app", APP, "--json")
     assert code == 0
     letters = json.loads(out)
@@ -158,7 +159,7 @@ async def test_retries_pending_in_delay_queues_seen_by_an_operator(amqp_ops: str
     retrying = "tests.amqp.ops_app:make_retrying_app"
     code, out = await asyncio.to_thread(cli_run, "status", "--app", retrying, "--json")
     rows = {s["name"]: s for s in json.loads(out)["subscriptions"]}
-    assert code == 2  # the NoRetry subscription's dead letter
+    assert code == EXIT_DEAD_LETTERS  # the NoRetry subscription's dead letter
     slow = rows[ops_app.SLOW]
     assert (slow["retries_pending"], slow["lag_events"], slow["dead_letters"]) == (1, 0, 0)
 

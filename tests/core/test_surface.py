@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from dddframe import Aggregate, Application, Command, Module, Repository
 from dddframe.cli import app as cli
+from dddframe.cli.exits import EXIT_USAGE
 from dddframe.errors import ConfigurationError
 from tests.core.conftest import outbox_rows
 from tests.core.found_controllers import ledger
@@ -84,8 +85,11 @@ def test_cli_prints_the_schema_for_a_dialect() -> None:
     result = runner.invoke(cli, ["schema", "--dialect", "mariadb"])
     assert "LONGTEXT" in result.output
     result = runner.invoke(cli, ["schema", "--dialect", "oracle"])
-    assert result.exit_code != 0
-    assert "Unknown dialect 'oracle'" in str(result.exception)
+    assert result.exit_code == EXIT_USAGE  # one line, no traceback
+    assert (
+        result.stderr
+        == "dddframe: Unknown dialect 'oracle': choose postgresql, mysql, mariadb or sqlite.\n"
+    )
 
 
 async def test_bus_name_typos_are_explained() -> None:

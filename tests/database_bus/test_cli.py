@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dddframe.cli import app as cli
+from dddframe.cli.exits import EXIT_NOTHING_DONE, EXIT_USAGE
 from dddframe.testing import reset_database
 from tests.contract.model import CreateCounter, Increment
 from tests.database_bus import cli_app
@@ -63,7 +64,10 @@ def test_list_show_replay(url: str) -> None:
     assert shown.exit_code == 0
     assert "RuntimeError: listener always fails" in shown.output
     missing = runner.invoke(cli, ["dead-letters", "show", "999999", "--app", SPEC])
-    assert missing.exit_code == 1 and "No parked event with id 999999" in missing.output
+    assert missing.exit_code == EXIT_NOTHING_DONE
+    assert "No parked event with id 999999" in missing.output
+    missing_json = runner.invoke(cli, ["dead-letters", "show", "999999", "--app", SPEC, "--json"])
+    assert missing_json.exit_code == 0 and json.loads(missing_json.stdout) is None
 
     cli_app.PROBE.always_fail.clear()
     replayed = runner.invoke(
@@ -73,15 +77,19 @@ def test_list_show_replay(url: str) -> None:
     _deliver_pending()
     assert [v for a, v, *_ in cli_app.PROBE.seen if a == str(bad)] == [2, 3]
     empty = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC])
-    assert empty.exit_code == 1  # nothing left: scripts can tell
+    assert empty.exit_code == 0 and "0 parked event(s)" in empty.output  # an empty list
+    again = runner.invoke(cli, ["dead-letters", "replay", "--all", "--app", SPEC])
+    assert again.exit_code == EXIT_NOTHING_DONE and "0 dead letter(s) replayed" in again.output
+    again_json = runner.invoke(cli, ["dead-letters", "replay", "--all", "--app", SPEC, "--json"])
+    assert again_json.exit_code == 0 and json.loads(again_json.stdout) == {"replayed": 0}
 
 
 def test_purge_needs_a_selection_and_confirmation(url: str) -> None:
     _fail_one_counter(url)
     runner = CliRunner()
-    assert runner.invoke(cli, ["dead-letters", "purge", "--app", SPEC]).exit_code == 2
+    assert runner.invoke(cli, ["dead-letters", "purge", "--app", SPEC]).exit_code == EXIT_USAGE
     declined = runner.invoke(cli, ["dead-letters", "purge", "--all", "--app", SPEC], input="n\n")
-    assert declined.exit_code == 2
+    assert declined.exit_code == EXIT_NOTHING_DONE
     purged = runner.invoke(
         cli, ["dead-letters", "purge", "--all", "--yes", "--app", SPEC, "--json"]
     )
@@ -96,9 +104,9 @@ def test_bus_guard_refuses_another_transport_and_touches_nothing(url: str) -> No
     _fail_one_counter(url)
     runner = CliRunner()
     wrong = runner.invoke(cli, ["dead-letters", "replay", "--all", "--app", SPEC, "--bus", "amqp"])
-    assert wrong.exit_code == 2
+    assert wrong.exit_code == EXIT_USAGE
     assert "uses the database bus" in wrong.output and "--bus database" in wrong.output
     unknown = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC, "--bus", "nats"])
-    assert unknown.exit_code == 2 and "--bus must be one of" in unknown.output
+    assert unknown.exit_code == EXIT_USAGE and "--bus must be one of" in unknown.output
     still = runner.invoke(cli, ["dead-letters", "list", "--app", SPEC, "--bus", "database"])
     assert still.exit_code == 0 and "1 parked event(s), state=dead" in still.output

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from dddframe import Application
 from dddframe.bus.kafka.records import to_record
 from dddframe.cli import app as cli
+from dddframe.cli.exits import EXIT_DEAD_LETTERS, EXIT_LAGGING
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.status import SubscriptionStatus
 from dddframe.outbox.tables import outbox_table
@@ -97,11 +98,11 @@ async def test_status_lag_dead_letters_and_exit_codes_on_kafka(
         (shown,) = [s for s in page["subscriptions"] if s["name"] == ops_app.SUB]
         assert shown["lag_events"] == 3 and gauges["lag_events"] == 3
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "2")
-    assert code == 3
+    assert code == EXIT_LAGGING
     code, _ = await asyncio.to_thread(cli_run, "status", "--app", APP, "--max-lag", "3")
     assert code == 0
 
-    # A worker catches up, and a failing listener leaves one dead letter: exit 2.
+    # A worker catches up, and a failing listener leaves one dead letter.
     ops_app.Failing.ids.add(str(broken))
     async with ops_app.make_app() as worker:
         await worker.engine.run(Bump(tally_id=broken))
@@ -115,7 +116,7 @@ async def test_status_lag_dead_letters_and_exit_codes_on_kafka(
                 select(outbox_table.c.event_id).where(outbox_table.c.aggregate_id == str(broken))
             )
     code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--json")
-    assert code == 2, out
+    assert code == EXIT_DEAD_LETTERS, out
     assert json.loads(out)["dead_letters"] == 1
     code, out = await asyncio.to_thread(cli_run, "dead-letters", "list", "--app", APP, "--json")
     assert code == 0
@@ -188,7 +189,9 @@ async def test_dead_letters_of_undecodable_records_keep_their_real_ids_oldest_fi
 
         code, out = await asyncio.to_thread(cli_run, "status", "--app", APP, "--json")
         rows = {s["name"]: s for s in json.loads(out)["subscriptions"]}
-        assert code == 2 and rows[names + "alerts.*"]["dead_letters"] == 3  # by group id
+        assert (
+            code == EXIT_DEAD_LETTERS and rows[names + "alerts.*"]["dead_letters"] == 3
+        )  # by group id
         assert await worker.dead_letters.purge(everything=True) == 3
         assert await worker.dead_letters.list() == []
         assert (await worker.bus.status()).dead_letters == 0

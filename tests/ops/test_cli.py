@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dddframe import Application
 from dddframe.cli import app as cli
 from dddframe.cli.events import tail_events
-from dddframe.cli.status import EXIT_DEAD_LETTERS, EXIT_ERROR, EXIT_LAGGING, EXIT_OK
+from dddframe.cli.exits import EXIT_DEAD_LETTERS, EXIT_LAGGING, EXIT_OK, EXIT_USAGE
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.reader import PositionStore
 from dddframe.outbox.tables import positions_table
@@ -91,10 +91,10 @@ async def test_status_before_first_delivery_lists_subscription(
     assert sub["lag_events"] + data["unsequenced"] == 1  # type: ignore[operator]
 
 
-def test_status_bad_app_exits_1() -> None:
+def test_status_bad_app_is_a_usage_error_in_one_line() -> None:
     result = runner.invoke(cli, ["status", "--app", "tests.ops.nothing_here:app"])
-    assert result.exit_code == EXIT_ERROR
-    assert "cannot read status" in result.stderr
+    assert result.exit_code == EXIT_USAGE
+    assert "dddframe: Cannot import" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 async def test_events_tail_prints_in_order_with_names_and_json(

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dddframe.cli import app as cli
+from dddframe.cli.exits import EXIT_DEAD_LETTERS
 from tests.ops import database_app, ops_app
 
 APP = "tests.ops.database_app:make_app"
@@ -70,4 +71,22 @@ async def test_events_tail_and_status_strip_control_bytes(hostile: int) -> None:
     assert code == 0 and "[red on red]hidden[/]" in out
     assert not any(c in out for c in CONTROL)
     code, out = await asyncio.to_thread(invoke, "status", "--app", APP)
-    assert code == 2 and not any(c in out for c in CONTROL)
+    assert code == EXIT_DEAD_LETTERS and not any(c in out for c in CONTROL)
+
+
+async def test_tables_fit_80_columns_and_fold_long_texts(hostile: int) -> None:
+    """Off a terminal (a pipe, a script, ``COLUMNS=80``) every line fits 80 columns; a long
+    hostile error folds onto more lines, its start still shown."""
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, [*args, "--app", APP], env={"COLUMNS": "80"})
+        return result.exit_code, result.stdout
+
+    for command in (("dead-letters", "list"), ("status",), ("dead-letters", "show", str(hostile))):
+        code, out = await asyncio.to_thread(run, *command)
+        assert code in (0, EXIT_DEAD_LETTERS), out
+        widest = max(len(line) for line in out.splitlines())
+        assert widest <= 80, (command, widest, out)
+    code, out = await asyncio.to_thread(run, "dead-letters", "list")
+    column = [line.split("│")[2].strip() for line in out.splitlines() if line.count("│") > 2]
+    assert "".join(column) == "ops.Notifier.on_opened"  # folded, not cut

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import delete, update
 
+from dddframe.cli.exits import EXIT_SCHEMA, EXIT_USAGE
 from dddframe.database import Database
 from dddframe.errors import SchemaNotReady
 from dddframe.outbox.schema import SCHEMA_VERSION, check_schema, schema_version
@@ -111,8 +112,8 @@ async def test_worker_checks_the_schema_and_creates_it_only_when_asked(sqlite_db
     await reset_database(sqlite_db)
     spec = "tests.ops.schema_app:make_app"
     done = run_cli("worker", "--app", spec, url=sqlite_db)
-    assert done.returncode != 0
-    assert "SchemaNotReady" in done.stderr and "--create-schema" in done.stderr
+    assert done.returncode == EXIT_SCHEMA, done.stderr
+    assert "--create-schema" in done.stderr and "Traceback" not in done.stderr
     db = Database(sqlite_db)
     try:
         async with db.engine.connect() as conn:
@@ -152,7 +153,7 @@ def test_worker_refuses_an_application_on_the_in_process_bus(
     monkeypatch.setenv("DDDFRAME_SHOP_SETTINGS_FILE", str(tmp_path / "none.env"))
     monkeypatch.delenv("DDDFRAME_SHOP_BUS", raising=False)
     done = run_cli("worker", "--app", "example_shop.app:app", url=sqlite_db)
-    assert done.returncode != 0
+    assert done.returncode == EXIT_USAGE and len(done.stderr.splitlines()) == 1, done.stderr
     assert "in-process bus" in done.stderr and "bus='database'" in done.stderr
 
 
@@ -232,5 +233,5 @@ def test_relay_checks_the_schema_instead_of_creating_it(sqlite_db: str) -> None:
         [sys.executable, "-m", "dddframe.cli", "relay", "--app", "tests.kafka.kafka_app:make_app"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert done.returncode != 0
-    assert "SchemaNotReady" in done.stderr and "dddframe migrations" in done.stderr
+    assert done.returncode == EXIT_SCHEMA, done.stderr
+    assert done.stderr.startswith("dddframe: ") and "dddframe migrations" in done.stderr
