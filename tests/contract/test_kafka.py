@@ -17,9 +17,6 @@ class TestKafka(TransportContract):
         "test_retry_state_survives_restart": "issue 11 (one delivery decision): Kafka's blocking "
         "retries are kept in memory and run to exhaustion while the consumer stops, "
         "dead-lettering the record during shutdown",
-        "test_dead_letter_then_replay_releases_waiting_in_order": "issue 11 (one delivery "
-        "decision, wait-behind): Kafka dead-letters the events waiting behind a dead letter as "
-        "HeldBack letters of their own instead of holding them behind it",
         "test_consumer_groups": "issue 11 (one delivery decision): a blocking retry on Kafka "
         "holds every aggregate of its partition, not only the failing one",
     }

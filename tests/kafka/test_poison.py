@@ -34,7 +34,8 @@ async def test_poison_reaches_the_dead_letter_topic_at_once(
         for sub in ("blocking", "flowing", "both"):
             await Seen.wait_for(sub, total(sub))
         await app.drain()
-        letters = await app.dead_letters.list(limit=1000)
+        letters = await app.dead_letters.list(limit=1000, state=None)
+        assert all((d.state == "waiting") == ("held behind" in (d.error or "")) for d in letters)
     for sub in ("blocking", "flowing", "both"):
         assert per_aggregate(Seen.calls[sub]) == expected_calls()[sub], sub
         mine = [d for d in letters if d.subscription == f"poison.Sink.{sub}"]

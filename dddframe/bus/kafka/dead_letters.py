@@ -34,12 +34,20 @@ from dddframe.bus.dead_letters import (
     oldest_first,
 )
 from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.handling import ATTEMPT, DLQ, NOT_BEFORE, RETRY, SUBSCRIPTION
+from dddframe.bus.kafka.handling import (
+    ATTEMPT,
+    DLQ,
+    NOT_BEFORE,
+    RELEASED_BY,
+    RETRY,
+    STATE,
+    SUBSCRIPTION,
+)
 from dddframe.bus.kafka.records import Headers, from_record
 from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
-from dddframe.outbox.tables import PARKED_DEAD
+from dddframe.outbox.tables import PARKED_DEAD, PARKED_WAITING
 
 __all__ = ["KafkaDeadLetter", "KafkaDeadLetters", "read_to_end"]
 
@@ -105,6 +113,25 @@ def _event_id(headers: dict[str, bytes]) -> str:
         return str(uuid.UUID(_text(headers, HEADER_PREFIX + "event-id")))
     except ValueError:
         return ""
+
+
+def _state(headers: dict[str, bytes]) -> str:
+    """``waiting`` for a record parked behind a dead letter of its aggregate, else ``dead``
+    (records written before the state header: their HeldBack reason tells)."""
+    state = headers.get(STATE)
+    if state is not None:
+        return PARKED_WAITING if state == b"waiting" else PARKED_DEAD
+    return PARKED_WAITING if _text(headers, DLQ + "reason").startswith("HeldBack") else PARKED_DEAD
+
+
+def _behind(head: KafkaDeadLetter, d: KafkaDeadLetter) -> bool:
+    """Whether ``d`` waits behind the dead letter ``head``."""
+    return d.state == PARKED_WAITING and (d.cluster, d.group, d.subscription, d.ordering_key) == (
+        head.cluster,
+        head.group,
+        head.subscription,
+        head.ordering_key,
+    )
 
 
 class KafkaDeadLetters(DeadLetterOperations):
@@ -207,7 +234,7 @@ class KafkaDeadLetters(DeadLetterOperations):
             position=None,
             ordering_key=env.ordering_key,
             name=env.name,
-            state=PARKED_DEAD,
+            state=_state(raw),
             attempts=int(attempts) if attempts.isdigit() else 0,
             next_attempt_at=None,
             error=_text(raw, DLQ + "reason"),
@@ -236,8 +263,43 @@ class KafkaDeadLetters(DeadLetterOperations):
         found = oldest_first(d for d in await self.scan() if selection.matches(d))
         return list(found[:limit] if limit is not None else found)
 
-    async def _selected(self, selection: DeadLetterSelection) -> builtins.list[KafkaDeadLetter]:
-        return oldest_first(d for d in await self.scan() if selection.matches(d))
+    async def _selected(
+        self, selection: DeadLetterSelection
+    ) -> tuple[builtins.list[KafkaDeadLetter], builtins.list[KafkaDeadLetter]]:
+        """The selected letters, and the waiting letters behind the selected dead ones."""
+        letters = await self.scan()
+        chosen = oldest_first(d for d in letters if selection.matches(d))
+        heads = [d for d in chosen if d.state == PARKED_DEAD]
+        picked = {d.id for d in chosen}
+        behind = oldest_first(
+            d for d in letters if d.id not in picked and any(_behind(h, d) for h in heads)
+        )
+        return chosen, behind
+
+    async def _send_to_retry(self, d: KafkaDeadLetter, released_by: str | None) -> None:
+        target = d.subscription if not d.subscription.endswith(".*") else ""
+        headers: Headers = [
+            *((k, v) for k, v in d.record_headers if not k.startswith((RETRY, DLQ))),
+            (DLQ + "topic", next((v for k, v in d.record_headers if k == DLQ + "topic"), b"")),
+            *((k, v) for k, v in d.record_headers if k in (DLQ + "partition", DLQ + "offset")),
+            (SUBSCRIPTION, target.encode()),
+            (ATTEMPT, b"1"),
+            (NOT_BEFORE, str(int(time.time() * 1000)).encode()),
+        ]
+        if released_by is not None:
+            headers.append((RELEASED_BY, released_by.encode()))
+        await self._send(
+            d.cluster, self.naming.retry_topic(d.group), d.record_key, d.record_value, headers
+        )
+
+    async def _release(
+        self, heads: Sequence[KafkaDeadLetter], behind: Sequence[KafkaDeadLetter]
+    ) -> None:
+        """Send the waiting letters behind ``heads`` back, in order, lifting the hold."""
+        for d in behind:
+            head = next(h for h in heads if _behind(h, d))
+            await self._send_to_retry(d, head.event_id)
+            await self._resolve(d, "released")
 
     async def _resolve(self, d: KafkaDeadLetter, action: str) -> None:
         await self._send(
@@ -250,27 +312,20 @@ class KafkaDeadLetters(DeadLetterOperations):
 
     async def replay_selection(self, selection: DeadLetterSelection) -> int:
         """Re-publish dead letters to their group's retry topic (attempts start again at 1),
-        then mark them resolved; returns how many."""
-        letters = await self._selected(selection)
+        then mark them resolved; the letters waiting behind them follow, in order. Returns how
+        many dead letters were replayed."""
+        letters, behind = await self._selected(selection)
         for d in letters:
-            target = d.subscription if not d.subscription.endswith(".*") else ""
-            headers: Headers = [
-                *((k, v) for k, v in d.record_headers if not k.startswith((RETRY, DLQ))),
-                (DLQ + "topic", next((v for k, v in d.record_headers if k == DLQ + "topic"), b"")),
-                *((k, v) for k, v in d.record_headers if k in (DLQ + "partition", DLQ + "offset")),
-                (SUBSCRIPTION, target.encode()),
-                (ATTEMPT, b"1"),
-                (NOT_BEFORE, str(int(time.time() * 1000)).encode()),
-            ]
-            await self._send(
-                d.cluster, self.naming.retry_topic(d.group), d.record_key, d.record_value, headers
-            )
+            await self._send_to_retry(d, None)
             await self._resolve(d, "replay")
+        await self._release(letters, behind)
         return len(letters)
 
     async def purge_selection(self, selection: DeadLetterSelection) -> int:
-        """Mark dead letters resolved without delivering them; returns how many."""
-        letters = await self._selected(selection)
+        """Mark dead letters resolved without delivering them; the letters waiting behind them
+        are released (delivered, in order). Returns how many dead letters were purged."""
+        letters, behind = await self._selected(selection)
         for d in letters:
             await self._resolve(d, "purge")
+        await self._release(letters, behind)
         return len(letters)

@@ -8,12 +8,16 @@ behind a dead letter — is :func:`dddframe.bus.decision.decide`'s answer, as on
 is not JSON, an unknown name, a payload that fails validation, a relayed outbox row that could
 not be decoded) is dead-lettered at once. Under ``dead_letter="block_aggregate"`` (the default)
 a dead letter holds its aggregate back: that subscription's later records of the aggregate go
-to the dead-letter topic behind it (reason :class:`~dddframe.errors.HeldBack`), so replaying
-the aggregate delivers them all in order. The held aggregates are rebuilt from the dead-letter
-topic whenever partitions are assigned. A record no subscription of the group can take (no
-envelope, an unknown name) is dead-lettered for ``<group>.*`` and holds nothing.
-Only then does the consumer count its offset as processed. Forwarding waits for the broker's
-acknowledgement and is retried until it succeeds, so a record is never lost between topics.
+to the dead-letter topic behind it as *waiting* letters (reason
+:class:`~dddframe.errors.HeldBack`, header ``dddframe-dlq-state: waiting``), which operators
+see as ``state="waiting"``, not as dead letters of their own. Replaying (or purging) the dead
+letter releases them: they follow it through the retry topic, in order, marked
+``dddframe-retry-released-by`` with its event id, which lifts the hold. The held aggregates
+are rebuilt from the dead-letter topic whenever partitions are assigned. A record no
+subscription of the group can take (no envelope, an unknown name) is dead-lettered for
+``<group>.*`` and holds nothing. Only then does the consumer count its offset as processed.
+Forwarding waits for the broker's acknowledgement and is retried until it succeeds, so a
+record is never lost between topics.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
 RETRY = "dddframe-retry-"
 DLQ = "dddframe-dlq-"
 SUBSCRIPTION = RETRY + "subscription"
+RELEASED_BY = RETRY + "released-by"  # a waiting letter released with the dead letter it names
+STATE = DLQ + "state"  # "dead", or "waiting" behind a dead letter
 ATTEMPT = RETRY + "attempt"
 NOT_BEFORE = RETRY + "not-before"
 ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = (
@@ -157,7 +163,7 @@ class RecordHandler:
     ) -> None:
         verdict = decide(self.policy(sub), envelope=env, held_by=Head(head, dead=True))
         assert isinstance(verdict, WaitBehind)
-        await self.dead_letter(rec, sub, verdict.error(), 0, env)
+        await self.dead_letter(rec, sub, verdict.error(), 0, env, waiting=True)
 
     async def _handle_retry(
         self, rec: ConsumerRecord[Any, Any], raw: dict[str, bytes], env: Envelope
@@ -177,6 +183,11 @@ class RecordHandler:
         if wait > 0:
             await asyncio.sleep(wait)
         head = self._held_by(sub, env)
+        released_by = raw.get(RELEASED_BY, b"").decode(errors="replace")
+        if head is not None and released_by == head:
+            # The operator released what waited behind this head (replayed or purged it).
+            self.held[sub.name].pop(env.ordering_key, None)
+            head = None
         if head is not None and head != str(env.event_id):
             await self._wait_behind(rec, sub, env, head)  # still behind its head
         elif await self._deliver(rec, sub, env, attempt) and head is not None:
@@ -291,9 +302,11 @@ class RecordHandler:
         env: Envelope | None = None,
         *,
         holds: bool = False,
+        waiting: bool = False,
     ) -> None:
         """Forward the record to the dead-letter topic with the reason; ``holds``: its
-        aggregate's later records of ``sub`` wait behind it (``block_aggregate``)."""
+        aggregate's later records of ``sub`` wait behind it (``block_aggregate``); ``waiting``:
+        this record is one of those, not a dead letter of its own."""
         reason, _ = format_error(exc)
         name = sub.name if sub is not None else f"{self.group_id}.*"
         headers = [
@@ -304,6 +317,7 @@ class RecordHandler:
             (DLQ + "subscription", name.encode()),
             (DLQ + "group", self.group_id.encode()),
             (DLQ + "at", datetime.now(UTC).isoformat().encode()),
+            (STATE, b"waiting" if waiting else b"dead"),
         ]
         await self.send(self.dead_letter_topic, rec.key, rec.value, headers)
         if holds and sub is not None and env is not None:

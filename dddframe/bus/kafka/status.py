@@ -10,9 +10,12 @@ every subscription of the group is done with the records before it, so for each 
   not committed yet), on the topics the subscription reads;
 * ``lag_seconds``: the age of the oldest of those records (its timestamp);
 * ``retries_pending``: records addressed to the subscription in the group's retry topic after
-  the group's committed offset there (``retry_mode="topic"``);
+  the group's committed offset there (``retry_mode="topic"``), and its records waiting in the
+  dead-letter topic behind a dead letter of their aggregate (as the database bus counts its
+  ``waiting`` rows);
 * ``dead_letters``: unresolved dead letters of the subscription in the group's dead-letter
-  topic; poison records that belong to no subscription are reported as ``<group>.*``.
+  topic, not counting those waiting behind one; poison records that belong to no subscription
+  are reported as ``<group>.*``.
 
 It reads with a consumer without a group and an admin client, so an operator process that
 does not consume (``consume=False``) sees the same as the workers.
@@ -35,6 +38,7 @@ from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.database import Database
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.status import SubscriptionStatus, SystemStatus, age, read_outbox
+from dddframe.outbox.tables import PARKED_WAITING
 
 __all__ = ["KafkaStatus", "SubscriptionTopics"]
 
@@ -86,11 +90,14 @@ class KafkaStatus:
             outbox = await read_outbox(conn)
         plan = self._plan()
         dead: dict[str, int] = {}
+        waiting: dict[str, int] = {}
         for letter in await self.dead_letters.scan():
-            dead[letter.subscription] = dead.get(letter.subscription, 0) + 1
+            counts = waiting if letter.state == PARKED_WAITING else dead
+            counts[letter.subscription] = counts.get(letter.subscription, 0) + 1
         rows: list[SubscriptionStatus] = []
         for cname in sorted({p.cluster for p in plan}):
-            rows.extend(await self._cluster(cname, [p for p in plan if p.cluster == cname], dead))
+            part = [p for p in plan if p.cluster == cname]
+            rows.extend(await self._cluster(cname, part, dead, waiting))
         named = {r.name for r in rows}
         for name, count in sorted(dead.items()):
             if name not in named:  # poison records of a group, no subscription of their own
@@ -99,7 +106,11 @@ class KafkaStatus:
         return SystemStatus(outbox.at, outbox.head, outbox.unsequenced, rows, outbox.relays)
 
     async def _cluster(
-        self, cname: str, plan: Sequence[SubscriptionTopics], dead: Mapping[str, int]
+        self,
+        cname: str,
+        plan: Sequence[SubscriptionTopics],
+        dead: Mapping[str, int],
+        waiting: Mapping[str, int],
     ) -> list[SubscriptionStatus]:
         settings = self.clusters[cname]
         consumer = AIOKafkaConsumer(
@@ -139,7 +150,8 @@ class KafkaStatus:
                         position=sum(committed) if committed else None,
                         lag_events=sum(o.end[tp] - at for tp, at in lagging.items()),
                         lag_seconds=age(now, oldest),
-                        retries_pending=retries.get(p.subscription, 0),
+                        retries_pending=retries.get(p.subscription, 0)
+                        + waiting.get(p.subscription, 0),
                         dead_letters=dead.get(p.subscription, 0),
                         updated_at=None,
                     )
