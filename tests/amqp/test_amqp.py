@@ -215,4 +215,4 @@ async def test_dead_letters_cli_lists_and_replays_the_dead_letter_queue(
             while (str(counter), 2) not in {(a, v) for a, v, *_ in probe.seen}:
                 await asyncio.sleep(0.1)
     code, out = await dead_letters(spec, "amqp", "list", "--json")
-    assert code == 1 and json.loads(out) == []
+    assert code == 0 and json.loads(out) == []  # an empty list is an answer
