@@ -13,11 +13,7 @@ from tests.services import AMQP_URL, database_url, reachable, require
 
 class TestAmqp(TransportContract):
     transport_label = "AMQP"
-    expected_failures = {
-        "test_new_subscriber_receives_old_messages": "issue 11 (start positions): a subscription "
-        "added after its events were relayed gets a new, empty queue; start='earliest' is not "
-        "honoured on AMQP",
-    }
+    expected_failures = {}
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> AmqpHarness:

@@ -14,6 +14,7 @@ from typing import Any
 
 import aio_pika
 
+from dddframe.bus.amqp.backfill import mark_new_queue
 from dddframe.bus.amqp.consumer import SubscriptionConsumer
 from dddframe.bus.amqp.dead_letters import AmqpDeadLetters
 from dddframe.bus.amqp.options import AmqpListenerOptions
@@ -166,6 +167,10 @@ class AmqpBus:
         # Declare and bind every subscription's queue, consumed here or not, before the relay
         # publishes: a message routed to an exchange with no bound queue would be dropped.
         for sub in runtime.subscriptions:
+            name = self.topology.queue_of(sub.name)
+            if sub.start != "latest" and not await self._queue_exists(name):
+                # A new subscription: its consumer first delivers what the outbox holds.
+                await mark_new_queue(runtime.database, name, sub.start)
             queue = await self.topology.subscription_queue(
                 channel, self.topology.queue_of(sub.name), routing_keys(sub)
             )
@@ -177,7 +182,11 @@ class AmqpBus:
                 await dlq.purge()
         for sub in runtime.active_subscriptions():
             consumer = SubscriptionConsumer(
-                sub, await self._new_channel(), self.topology, concurrency=self.concurrency
+                sub,
+                await self._new_channel(),
+                self.topology,
+                concurrency=self.concurrency,
+                database=runtime.database,
             )
             await consumer.start(self.prefetch)
             self.consumers.append(consumer)
@@ -231,6 +240,17 @@ class AmqpBus:
         """A direct message through the outbox (joins the unit of work when inside one); its
         routing key is its name (final's Publish / Transaction(tx, fn(txBus)))."""
         return await self.runtime.engine.publish(name, payload, key=key, headers=headers)
+
+    async def _queue_exists(self, name: str) -> bool:
+        channel = await self._new_channel()  # a failed passive declare closes its channel
+        try:
+            await channel.declare_queue(name, passive=True)
+            return True
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _queue_depth(self, channel: aio_pika.abc.AbstractChannel, name: str) -> int:
         try:

@@ -16,6 +16,10 @@ is not our envelope, an unknown name, a payload that fails validation, a relayed
 could not be decoded) goes there at once, and holds its aggregate the same way when the
 envelope could be read. The hold is kept in
 memory by the active consumer; see docs/guarantees/amqp.md for what a consumer restart means.
+
+A subscription whose queue is new first receives the outbox events committed before it
+existed (:mod:`dddframe.bus.amqp.backfill`): the consumer delivers them from the outbox, then
+consumes the queue, skipping the first deliveries the backfill already made.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ from typing import Any
 
 import aio_pika
 
+from dddframe.bus.amqp.backfill import advance_mark, clear_mark, pending_mark
 from dddframe.bus.amqp.messages import (
     ATTEMPT,
+    POSITION,
     REASON,
     REPLAYED,
     WAITING,
     from_message,
     header_int,
+    to_message,
 )
 from dddframe.bus.amqp.topology import Topology, dlq_name, routing_keys
 from dddframe.bus.dead_letters import format_error
@@ -53,8 +60,10 @@ from dddframe.bus.decision import (
 )
 from dddframe.bus.delivery import lane_of
 from dddframe.bus.subscription import Subscription
+from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
+from dddframe.outbox.reader import OutboxReader
 
 __all__ = ["SubscriptionConsumer"]
 
@@ -80,6 +89,8 @@ class SubscriptionConsumer:
         topology: Topology,
         *,
         concurrency: int,
+        database: Database | None = None,
+        backfill_batch: int = 500,
     ) -> None:
         self.subscription = subscription
         self.queue_name = topology.queue_of(subscription.name)
@@ -94,11 +105,17 @@ class SubscriptionConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._tag: str | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
+        self.database = database
+        self.backfill_batch = backfill_batch
+        self.backfilling = False
+        self._skip_upto: int | None = None  # first deliveries up to here came from the backfill
+        self._starting: asyncio.Task[None] | None = None
 
     @property
     def holding(self) -> bool:
-        """True while some aggregate waits for a retry (not for a dead letter)."""
-        return any(not h.dead for h in self._holds.values())
+        """True while some aggregate waits for a retry (not for a dead letter), or the
+        backfill of a new queue runs."""
+        return self.backfilling or any(not h.dead for h in self._holds.values())
 
     async def start(self, prefetch: int) -> None:
         await self.channel.set_qos(prefetch_count=prefetch)
@@ -106,9 +123,95 @@ class SubscriptionConsumer:
             self.channel, self.queue_name, routing_keys(self.subscription)
         )
         self._workers = [asyncio.create_task(self._lane(q)) for q in self._lanes]
-        self._tag = await self._queue.consume(self._receive)
+        mark = None if self.database is None else await pending_mark(self.database, self.queue_name)
+        if mark is None:
+            self._tag = await self._queue.consume(self._receive)
+            return
+        self.backfilling = True
+        self._starting = asyncio.create_task(self._backfill_then_consume(mark))
+
+    async def _backfill_then_consume(self, mark: int) -> None:
+        try:
+            self._skip_upto = await self._backfill(mark)
+            assert self._queue is not None
+            self._tag = await self._queue.consume(self._receive)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: backfill from the outbox failed; restart to resume", self.queue_name)
+            raise
+        finally:
+            self.backfilling = False
+
+    async def _backfill(self, mark: int) -> int:
+        """Deliver the outbox events of the subscription from ``mark`` up to the head read now
+        (after the queue was bound), in order; returns that head."""
+        assert self.database is not None
+        reader = OutboxReader()
+        async with self.database.connect() as conn:
+            head = await reader.head(conn)
+            await conn.commit()
+        log.info("%s: backfilling positions %d..%d from the outbox", self.queue_name, mark, head)
+        position = mark
+        while position < head:
+            async with self.database.connect() as conn:
+                envelopes, upto = await reader.read(
+                    conn,
+                    after=position,
+                    limit=self.backfill_batch,
+                    names=self.subscription.event_names,
+                )
+                await conn.commit()
+            for env in envelopes:
+                if env.position is not None and env.position > head:
+                    break
+                await self._deliver_backfilled(env)
+            position = min(upto, head) if upto > position else head
+            await advance_mark(self.database, self.queue_name, position)
+        await clear_mark(self.database, self.queue_name)
+        return head
+
+    async def _deliver_backfilled(self, env: Envelope) -> None:
+        """One event from the outbox: delivered with the subscription's retries (waiting in
+        place), dead-lettered (or parked behind its aggregate's dead letter) as on the queue."""
+        key = env.ordering_key
+        hold = self._holds.get(key)
+        if hold is not None and hold.dead:
+            behind = decide(self.policy, envelope=env, held_by=Head(hold.head, dead=True))
+            assert isinstance(behind, WaitBehind)
+            await self._publish_dlq(env, behind.error(), attempts=0, waiting=True)
+            return
+        attempt = 1
+        while True:
+            verdict: Decision = decide(self.policy, attempt=attempt, envelope=env)
+            error: Exception
+            if isinstance(verdict, Deliver):
+                try:
+                    await self.subscription.deliver(env, attempt, self.subscription)
+                    return
+                except Exception as exc:
+                    error = exc
+                    verdict = decide(
+                        self.policy, attempt=attempt, failure=Failure.of(exc), envelope=env
+                    )
+            else:
+                error = PoisonEvent(undecodable(env) or "the event cannot be decoded")
+            if isinstance(verdict, RetryAfter):
+                await asyncio.sleep(verdict.delay)
+                attempt = verdict.attempt
+                continue
+            assert isinstance(verdict, DeadLetter)
+            await self._publish_dlq(env, error, attempts=verdict.attempts)
+            if verdict.holds:
+                self._holds[key] = _Hold(str(env.event_id), dead=True, head_pending=False)
+            return
 
     async def stop(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._starting
+            self._starting = None
         if self._queue is not None and self._tag is not None:
             try:
                 await self._queue.cancel(self._tag)
@@ -156,6 +259,9 @@ class SubscriptionConsumer:
             await self._to_dlq(message, exc, attempts=unreadable.attempts)
             return
         key = env.ordering_key
+        if self._already_backfilled(message):
+            await message.ack()
+            return
         hold = self._holds.get(key)
         if hold is not None and hold.dead and header_int(message, REPLAYED) == 1:
             del self._holds[key]  # the operator replayed the dead letter and what waited
@@ -194,6 +300,16 @@ class SubscriptionConsumer:
         if hold is not None and not waiting:
             hold.head_pending = False  # the retried message made it; the waiting ones follow
         self._release_if_done(key)
+
+    def _already_backfilled(self, message: aio_pika.abc.AbstractIncomingMessage) -> bool:
+        """A first delivery the backfill made already (retries and replays never are)."""
+        if self._skip_upto is None:
+            return False
+        if header_int(message, ATTEMPT) or header_int(message, WAITING):
+            return False
+        if header_int(message, REPLAYED):
+            return False
+        return 0 < header_int(message, POSITION) <= self._skip_upto
 
     def _release_if_done(self, key: str) -> None:
         hold = self._holds.get(key)
@@ -283,12 +399,23 @@ class SubscriptionConsumer:
         attempts: int,
         waiting: bool = False,
     ) -> None:
-        reason = format_error(exc)[0] if exc is not None else "waiting behind a dead letter"
-        headers = {
-            REASON: reason,
-            ATTEMPT: attempts,
-            WAITING: 1 if waiting else 0,
-            "x-dddframe-dead-at": time.time(),
-            "x-dddframe-dead-id": time.time_ns() // 1000,
-        }
+        headers = _dlq_headers(exc, attempts=attempts, waiting=waiting)
         await self._republish(message, dlq_name(self.queue_name), headers)
+
+    async def _publish_dlq(
+        self, env: Envelope, exc: BaseException, *, attempts: int, waiting: bool = False
+    ) -> None:
+        """Dead-letter an event that came from the outbox, not from the queue."""
+        message = to_message(env, **_dlq_headers(exc, attempts=attempts, waiting=waiting))
+        await self.channel.default_exchange.publish(message, routing_key=dlq_name(self.queue_name))
+
+
+def _dlq_headers(exc: BaseException | None, *, attempts: int, waiting: bool) -> dict[str, Any]:
+    reason = format_error(exc)[0] if exc is not None else "waiting behind a dead letter"
+    return {
+        REASON: reason,
+        ATTEMPT: attempts,
+        WAITING: 1 if waiting else 0,
+        "x-dddframe-dead-at": time.time(),
+        "x-dddframe-dead-id": time.time_ns() // 1000,
+    }

@@ -14,6 +14,7 @@ from dddframe.errors import PoisonEvent
 
 __all__ = [
     "ATTEMPT",
+    "POSITION",
     "REASON",
     "REPLAYED",
     "WAITING",
@@ -28,11 +29,13 @@ ATTEMPT = "x-dddframe-attempt"  # failed attempts so far
 REASON = "x-dddframe-reason"
 WAITING = "x-dddframe-waiting"  # parked behind an earlier event of the same aggregate
 REPLAYED = "x-dddframe-replayed"  # moved back from the dead-letter queue by an operator
+POSITION = "x-dddframe-position"  # the outbox position the relay published it from
 _OURS = (
     ATTEMPT,
     REASON,
     WAITING,
     REPLAYED,
+    POSITION,
     "x-dddframe-dead-at",
     "x-dddframe-dead-id",
     "x-death",

@@ -16,7 +16,7 @@ import contextlib
 
 import aio_pika
 
-from dddframe.bus.amqp.messages import to_message
+from dddframe.bus.amqp.messages import POSITION, to_message
 from dddframe.bus.amqp.topology import Topology
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -82,7 +82,8 @@ class AmqpRelay(OutboxRelay):
         async def publish(env: Envelope) -> None:
             # A PRODUCER span per event, ended by its confirm.
             with relay_span(env, self.name, self.topology.exchange_name):
-                await exchange.publish(to_message(env), routing_key=env.name)
+                extra = {POSITION: env.position} if env.position is not None else {}
+                await exchange.publish(to_message(env, **extra), routing_key=env.name)
 
         # Each publish awaits its own confirm; gather pipelines them.
         await asyncio.gather(*(publish(env) for env in envelopes))
