@@ -20,13 +20,13 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dddframe.bus.listener import TxChecker
 from dddframe.bus.retry import RetryPolicy
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
-from dddframe.domain.events import EventRegistry
+from dddframe.domain.events import DomainEvent, EventRegistry
 from dddframe.outbox.status import RelayStatus, SubscriptionStatus, SystemStatus
 
 if TYPE_CHECKING:
@@ -141,6 +141,18 @@ class EventBus(Protocol):
     async def stop(self) -> None: ...
 
     def notify(self, envelopes: Sequence[Envelope]) -> None: ...
+
+    async def publish(
+        self,
+        name: str | DomainEvent,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """Record a direct message (or an event instance) in the outbox; inside a unit of work
+        it commits with it. A transport may add keyword-only options after ``headers`` (Kafka:
+        ``cluster``), each with a default."""
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every event committed before the call is delivered or dead-lettered."""

@@ -14,9 +14,6 @@ from tests.services import database_url
 class TestKafka(TransportContract):
     transport_label = "Kafka"
     expected_failures = {
-        "test_retry_state_survives_restart": "issue 11 (one delivery decision): Kafka's blocking "
-        "retries are kept in memory and run to exhaustion while the consumer stops, "
-        "dead-lettering the record during shutdown",
         "test_consumer_groups": "issue 11 (one delivery decision): a blocking retry on Kafka "
         "holds every aggregate of its partition, not only the failing one",
     }

@@ -28,6 +28,7 @@ from dddframe.bus.kafka.options import KafkaListenerOptions
 from dddframe.bus.kafka.push import push_deliver
 from dddframe.bus.kafka.records import Headers
 from dddframe.bus.kafka.relay import Relay, ensure_topics
+from dddframe.bus.kafka.retry_state import RetryState
 from dddframe.bus.kafka.status import KafkaStatus, SubscriptionTopics
 from dddframe.bus.kafka.topics import ROUTE_CLUSTER, ROUTE_TOPIC, TopicNaming
 from dddframe.bus.protocol import BusRuntime
@@ -255,6 +256,7 @@ class KafkaBus:
                 self._sender(cname),
                 retry_mode=self.retry_mode,
                 retry_count=self.retry_count,
+                retry_state=RetryState(lambda: self.runtime.database),
             )
             retry_topic = self.naming.retry_topic(group_id)
             needed = {*topics, retry_topic, self.naming.dead_letter_topic(group_id)}
@@ -273,6 +275,8 @@ class KafkaBus:
             self.consumers.append(consumer)
 
     async def _load_held(self, cluster: str, group_id: str, handler: RecordHandler) -> None:
+        if handler.retry_state is not None:  # blocking retries a stopped consumer left
+            await handler.retry_state.load(handler.subscriptions)
         letters = await self.dead_letters.scan(cluster=cluster, group=group_id)
         handler.load_held((d.subscription, d.ordering_key, d.event_id) for d in letters)
 

@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord
 
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.handling import RecordHandler
+from dddframe.bus.kafka.retry_state import RetryInterrupted
 from dddframe.bus.subscription import Subscription
 from dddframe.errors import ConfigurationError
 
@@ -144,6 +145,7 @@ class GroupConsumer:
         self._task = asyncio.create_task(self._run(), name=f"dddframe-kafka-{self.group_id}")
 
     async def stop(self) -> None:
+        self.handler.stopping.set()  # records waiting for a blocking retry yield at once
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -263,7 +265,12 @@ class GroupConsumer:
                 part.ready.clear()
                 await part.ready.wait()
             rec = part.queue[0]
-            await self.handler.handle(rec)
+            try:
+                await self.handler.handle(rec)
+            except RetryInterrupted:  # stopping: left uncommitted, its retry state stored
+                part.queue.clear()
+                part.idle.set()
+                return
             if part.queue and part.queue[0] is rec:
                 part.queue.popleft()
             part.processed = rec.offset + 1

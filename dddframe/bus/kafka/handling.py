@@ -46,6 +46,7 @@ from dddframe.bus.decision import (
     undecodable,
 )
 from dddframe.bus.kafka.records import Headers, from_record
+from dddframe.bus.kafka.retry_state import RetryInterrupted, RetryState
 from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.bus.retry import NoRetry
 from dddframe.bus.subscription import Subscription
@@ -104,8 +105,11 @@ class RecordHandler:
         *,
         retry_mode: RetryMode = "blocking",
         retry_count: int | None = None,
+        retry_state: RetryState | None = None,
     ) -> None:
         self.group_id = group_id
+        self.retry_state = retry_state
+        self.stopping = asyncio.Event()  # set when the consumer stops: blocking retries yield
         self.subscriptions = {s.name: s for s in subscriptions}
         self.registry = registry
         self.retry_topic = naming.retry_topic(group_id)
@@ -220,6 +224,39 @@ class RecordHandler:
         """Deliver with the listener's retries; True if delivered, False if it left (retry
         topic or dead letters)."""
         policy = self.policy(sub)
+        resumed = self.retry_state.resume(sub.name, env) if self.retry_state else None
+        if resumed is not None and attempt == 1 and self._mode(sub) == "blocking":
+            attempt, due = resumed  # a stopped consumer left it waiting for this attempt
+            await self._wait_or_yield(sub, env, attempt, due, "resumed after a restart")
+        delivered = await self._attempts(rec, sub, env, attempt, policy)
+        if resumed is not None and self.retry_state is not None:
+            await self.retry_state.forget(sub.name, env)
+        return delivered
+
+    async def _wait_or_yield(
+        self, sub: Subscription, env: Envelope, attempt: int, due: float, error: str
+    ) -> None:
+        """Sleep until ``due``; if the consumer stops first, store the retry state and raise
+        :class:`RetryInterrupted` (the record stays uncommitted, the next owner resumes it)."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), RetryState.wait_for(due))
+        except TimeoutError:
+            return
+        if self.retry_state is not None:
+            try:
+                await self.retry_state.save(sub.name, env, attempt, due, error)
+            except Exception:
+                log.warning("%s: could not store the retry of %s", sub.name, env.event_id)
+        raise RetryInterrupted(f"{sub.name}: {env.event_id} waits for attempt {attempt}")
+
+    async def _attempts(
+        self,
+        rec: ConsumerRecord[Any, Any],
+        sub: Subscription,
+        env: Envelope,
+        attempt: int,
+        policy: DeliveryPolicy,
+    ) -> bool:
         while True:
             verdict: Decision = decide(policy, attempt=attempt, envelope=env)
             error: BaseException
@@ -249,8 +286,8 @@ class RecordHandler:
             if self._mode(sub) == "topic":
                 await self._to_retry_topic(rec, sub, verdict.attempt, verdict.delay)
                 return False
-            await asyncio.sleep(verdict.delay)
             attempt = verdict.attempt
+            await self._wait_or_yield(sub, env, attempt, time.time() + verdict.delay, str(error))
 
     def _origin(self, rec: ConsumerRecord[Any, Any]) -> _Origin:
         raw = _bytes_headers(rec)
