@@ -36,6 +36,7 @@ __all__ = [
     "PoisonEvent",
     "PositionExpired",
     "PushFailed",
+    "RetryInterrupted",
     "SchemaNotReady",
     "UnknownCommand",
     "UnknownEventName",
@@ -107,6 +108,12 @@ class DeadLetterNotFound(DddframeError, LookupError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class RetryInterrupted(DddframeError):
+    """A consumer stopped while a record waited for a blocking retry: the record is left
+    uncommitted and its retry state stored, so the next consumer resumes it (Kafka). Raised
+    and handled inside the consumer; applications do not see it."""
 
 
 class InvalidArgument(DddframeError, ValueError):

@@ -9,6 +9,8 @@ stops gracefully calls :meth:`Leases.release_all`, so nothing it held waits for 
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -16,12 +18,19 @@ from sqlalchemy.exc import IntegrityError
 
 from dddframe.database import Database
 from dddframe.errors import ConfigurationError
+from dddframe.ids import uuid7
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import leases_table
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "process_owner"]
 
 _t = leases_table
+
+
+def process_owner() -> str:
+    """A lease owner name unique to this bus in this process: ``host:pid:random``, so an
+    operator can tell which process holds a lease, and two buses in one process differ."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
 
 
 def _aware(dt: datetime | None) -> datetime | None:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.domain.limits import check_bytes
 from dddframe.errors import ConfigurationError, NotStarted
-from dddframe.ids import uuid7
+from dddframe.outbox.leases import process_owner
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.status import SystemStatus
 from dddframe.outbox.tables import OUTBOX_CHANNEL
@@ -106,7 +105,7 @@ class AmqpBus:
         self.relay_batch = relay_batch
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
+        self.owner = process_owner()
         self.queue_prefix = queue_prefix
         self.topology = Topology(exchange, quorum=quorum, queue_prefix=queue_prefix)
         self.consumers: list[SubscriptionConsumer] = []

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -37,8 +35,7 @@ from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.errors import ConfigurationError, NotStarted
-from dddframe.ids import uuid7
-from dddframe.outbox.leases import Leases
+from dddframe.outbox.leases import Leases, process_owner
 from dddframe.outbox.reader import OutboxReader, PositionStore
 from dddframe.outbox.retention import purge_delivered, purge_inbox
 from dddframe.outbox.status import SystemStatus, database_status
@@ -100,7 +97,7 @@ class DatabaseBus:
         self.retention_interval = retention_interval
         self.tx_check_timeout = tx_check_timeout
         self.crash_limit = crash_limit
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
+        self.owner = process_owner()
         self.runners: dict[str, SubscriptionRunner] = {}
         self._runtime: BusRuntime | None = None
         self._leases: Leases | None = None

@@ -10,8 +10,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,7 +36,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent
 from dddframe.domain.limits import KAFKA_TOPIC_MAX, check_headers, check_name
 from dddframe.errors import ConfigurationError, NotStarted
-from dddframe.ids import uuid7
+from dddframe.outbox.leases import process_owner
 from dddframe.outbox.reader import OutboxReader
 from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.status import SystemStatus
@@ -129,7 +127,7 @@ class KafkaBus:
         self.push_url = push_url
         self.push_timeout = push_timeout
         self.consumer_options = dict(consumer_options or {})
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
+        self.owner = process_owner()
         self.relays: dict[str, Relay] = {}
         self.consumers: list[GroupConsumer] = []
         self.dead_letters = KafkaDeadLetters(

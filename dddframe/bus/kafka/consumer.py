@@ -32,9 +32,8 @@ from aiokafka.structs import ConsumerRecord
 
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.handling import RecordHandler
-from dddframe.bus.kafka.retry_state import RetryInterrupted
 from dddframe.bus.subscription import Subscription
-from dddframe.errors import ConfigurationError
+from dddframe.errors import ConfigurationError, RetryInterrupted
 
 __all__ = ["GroupConsumer", "StartAt", "group_start"]
 

@@ -46,13 +46,13 @@ from dddframe.bus.decision import (
     undecodable,
 )
 from dddframe.bus.kafka.records import Headers, from_record
-from dddframe.bus.kafka.retry_state import RetryInterrupted, RetryState
+from dddframe.bus.kafka.retry_state import RetryState
 from dddframe.bus.kafka.topics import TopicNaming
 from dddframe.bus.retry import NoRetry
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry
-from dddframe.errors import PoisonEvent
+from dddframe.errors import PoisonEvent, RetryInterrupted
 from dddframe.observability.metrics import record_dead_lettered
 
 __all__ = ["DLQ", "RETRY", "RecordHandler", "RetryMode", "Send"]

@@ -24,13 +24,9 @@ from dddframe.domain.envelope import Envelope
 from dddframe.outbox.records import utcnow
 from dddframe.outbox.tables import PARKED_RETRY, parked_table
 
-__all__ = ["RetryInterrupted", "RetryState"]
+__all__ = ["RetryState"]
 
 log = logging.getLogger("dddframe.bus.kafka.consumer")
-
-
-class RetryInterrupted(Exception):
-    """The consumer is stopping while a record waits for a retry: leave it uncommitted."""
 
 
 class RetryState:
