@@ -13,10 +13,7 @@ from tests.services import database_url
 
 class TestKafka(TransportContract):
     transport_label = "Kafka"
-    expected_failures = {
-        "test_consumer_groups": "issue 11 (one delivery decision): a blocking retry on Kafka "
-        "holds every aggregate of its partition, not only the failing one",
-    }
+    expected_failures = {}
 
     @pytest.fixture
     def harness(self, tmp_path: Path) -> KafkaHarness:

@@ -457,7 +457,11 @@ class KafkaBus:
                 if part is None:  # nothing fetched since it was assigned
                     done = await consumer.position(tp) >= high
                 else:
-                    done = not part.queue and part.processed is not None and part.processed >= high
+                    done = (
+                        not part.unfinished
+                        and part.processed is not None
+                        and part.processed >= high
+                    )
                 if not done:
                     pending.append(str(tp))
         return ends, pending

@@ -1,13 +1,16 @@
 """One member of a Kafka consumer group: partitions in parallel, order within a partition,
 offsets committed only for fully processed records.
 
-The fetch loop hands each partition's records to that partition's worker task, which handles
-them one at a time in offset order (:class:`~dddframe.bus.kafka.handling.RecordHandler`) and
-then moves the partition's *processed* offset. Offsets are committed from the processed
+The fetch loop hands each partition's records to that partition's dispatcher, which splits
+them into one lane per record key (the aggregate): a lane handles its records one at a time in
+offset order (:class:`~dddframe.bus.kafka.handling.RecordHandler`), different aggregates run in
+parallel (at most ``_LANES`` listener calls at once per group), so an aggregate waiting for a
+blocking retry holds only itself. The partition's *processed* offset moves past a record only
+when it and every record before it are finished; offsets are committed from the processed
 offsets only, so a committed offset never passes a record that is not finished: contiguous per
-partition. A partition whose queue is long is paused (back-pressure). On a rebalance the revoked
-partitions' in-flight records finish, their processed offsets are committed, and only then are
-they released; queued but unstarted records are dropped and refetched by the new owner.
+partition. A partition with many unfinished records is paused (back-pressure). On a rebalance
+the revoked partitions' in-flight records finish, their processed offsets are committed, and
+only then are they released; records not started are dropped and refetched by the new owner.
 A broker that is down at start or mid-run is retried with back-off; nothing is committed
 that was not processed, so nothing is lost.
 
@@ -41,7 +44,8 @@ StartAt = Literal["earliest", "latest"]
 
 log = logging.getLogger("dddframe.bus.kafka.consumer")
 
-_HIGH_WATER = 2000  # queued records per partition before it is paused
+_HIGH_WATER = 2000  # unfinished records per partition before it is paused
+_LANES = 16  # listener calls at once per group (different aggregates)
 
 
 def group_start(group_id: str, subscriptions: Sequence[Subscription]) -> StartAt:
@@ -78,13 +82,29 @@ def group_start(group_id: str, subscriptions: Sequence[Subscription]) -> StartAt
 
 class _Partition:
     def __init__(self) -> None:
-        self.queue: collections.deque[ConsumerRecord[Any, Any]] = collections.deque()
+        self.queue: collections.deque[ConsumerRecord[Any, Any]] = collections.deque()  # fetched
+        self.lanes: dict[object, collections.deque[ConsumerRecord[Any, Any]]] = {}
+        self.running: dict[object, asyncio.Task[None]] = {}
+        self.order: collections.deque[int] = collections.deque()  # dispatched, not yet passed
+        self.done: set[int] = set()  # finished out of order
         self.ready = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
         self.processed: int | None = None  # next offset to commit
         self.committed: int | None = None
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def unfinished(self) -> int:
+        return len(self.queue) + len(self.order)
+
+    def finish(self, offset: int) -> None:
+        """``offset`` is done; move the processed offset over every finished record in front."""
+        self.done.add(offset)
+        while self.order and self.order[0] in self.done:
+            passed = self.order.popleft()
+            self.done.discard(passed)
+            self.processed = passed + 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -139,6 +159,7 @@ class GroupConsumer:
         self.joined = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(_LANES)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"dddframe-kafka-{self.group_id}")
@@ -242,11 +263,11 @@ class GroupConsumer:
                 part.queue.extend(records)
                 part.idle.clear()
                 part.ready.set()
-                if len(part.queue) > _HIGH_WATER:
+                if part.unfinished > _HIGH_WATER:
                     consumer.pause(tp)
             for tp in consumer.paused():
                 p = self.partitions.get(tp)
-                if p is None or len(p.queue) < _HIGH_WATER // 2:
+                if p is None or p.unfinished < _HIGH_WATER // 2:
                     consumer.resume(tp)
             await self.commit()
 
@@ -258,21 +279,41 @@ class GroupConsumer:
         return part
 
     async def _work(self, tp: TopicPartition, part: _Partition) -> None:
+        """Dispatch the partition's records to their aggregates' lanes, in offset order."""
         while True:
             while not part.queue:
-                part.idle.set()
+                if not part.running:
+                    part.idle.set()
                 part.ready.clear()
                 await part.ready.wait()
-            rec = part.queue[0]
-            try:
-                await self.handler.handle(rec)
-            except RetryInterrupted:  # stopping: left uncommitted, its retry state stored
-                part.queue.clear()
+            part.idle.clear()
+            rec = part.queue.popleft()
+            key: object = rec.key if rec.key is not None else ("offset", rec.offset)
+            part.order.append(rec.offset)
+            part.lanes.setdefault(key, collections.deque()).append(rec)
+            if key not in part.running:
+                part.running[key] = asyncio.create_task(
+                    self._lane(part, key), name=f"dddframe-kafka-{tp}-lane"
+                )
+
+    async def _lane(self, part: _Partition, key: object) -> None:
+        """One aggregate's records of a partition, one at a time, in offset order."""
+        lane = part.lanes[key]
+        try:
+            while lane:
+                rec = lane[0]
+                async with self._slots:
+                    await self.handler.handle(rec)
+                if lane and lane[0] is rec:
+                    lane.popleft()
+                part.finish(rec.offset)
+        except RetryInterrupted:  # stopping: left uncommitted, its retry state stored
+            lane.clear()
+        finally:
+            part.lanes.pop(key, None)
+            part.running.pop(key, None)
+            if not part.running and not part.queue:
                 part.idle.set()
-                return
-            if part.queue and part.queue[0] is rec:
-                part.queue.popleft()
-            part.processed = rec.offset + 1
 
     async def commit(self, only: list[TopicPartition] | None = None) -> None:
         """Commit the processed offsets that moved since the last commit."""
@@ -303,10 +344,10 @@ class GroupConsumer:
         """Finish in-flight records of the revoked partitions, commit them, drop the rest."""
         parts = [(tp, self.partitions[tp]) for tp in revoked if tp in self.partitions]
         for _tp, p in parts:
-            if p.queue:  # keep only the record in flight; the new owner refetches the rest
-                head = p.queue[0]
-                p.queue.clear()
-                p.queue.append(head)
+            p.queue.clear()  # keep only the records in flight; the new owner refetches the rest
+            for lane in p.lanes.values():
+                while len(lane) > 1:
+                    lane.pop()
         if parts:
             waits = [asyncio.create_task(p.idle.wait()) for _, p in parts]
             _done, pending = await asyncio.wait(waits, timeout=self.revoke_timeout)
@@ -314,9 +355,9 @@ class GroupConsumer:
                 w.cancel()
         await self.commit([tp for tp, _ in parts])
         for tp, p in parts:
-            if p.task is not None:
-                p.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await p.task
+            for task in [*p.running.values(), *([p.task] if p.task is not None else [])]:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             del self.partitions[tp]
         self.joined.clear()
