@@ -399,12 +399,34 @@ class KafkaBus:
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until the relays sent every committed event and this process's consumers
-        processed everything on their partitions (retries included)."""
+        processed everything on their partitions (retries included), and nothing the
+        listeners committed meanwhile (the next step of a chain) is left to relay."""
         deadline = time.monotonic() + timeout
-        db = self.runtime.database
+        while True:
+            head = await self._relays_caught_up(deadline, timeout)
+            # Fresh high watermarks: from fetch responses received after the relays caught up.
+            since = int(time.time() * 1000) + 50
+            previous: dict[TopicPartition, int] | None = None
+            while True:
+                ends, pending = await self._consumer_state(since)
+                if not pending and ends == previous:
+                    break
+                previous = None if pending else ends
+                self._check_deadline(deadline, timeout, f"consumers pending: {pending}")
+                await asyncio.sleep(0.02)
+            if await self._outbox_head() == head:
+                return
+
+    async def _outbox_head(self) -> int:
+        async with self.runtime.database.connect() as conn:
+            await Sequencer().sequence(conn)
+            return await OutboxReader().head(conn)
+
+    async def _relays_caught_up(self, deadline: float, timeout: float) -> int:
+        """Wait until every relay reached the outbox head; returns that head."""
         names = [f"relay.kafka.{c}" for c in self.clusters]
         while True:
-            async with db.connect() as conn:
+            async with self.runtime.database.connect() as conn:
                 await Sequencer().sequence(conn)
                 head = await OutboxReader().head(conn)
                 rows = await conn.execute(
@@ -415,20 +437,10 @@ class KafkaBus:
                 positions = {r[0]: int(r[1]) for r in rows}
             behind = [n for n in names if positions.get(n, 0) < head]
             if not behind:
-                break
+                return head
             self._check_deadline(deadline, timeout, f"relays behind head {head}: {behind}")
             self.notify([])
             await asyncio.sleep(0.01)
-        # Fresh high watermarks: from fetch responses received after the relays caught up.
-        since = int(time.time() * 1000) + 50
-        previous: dict[TopicPartition, int] | None = None
-        while True:
-            ends, pending = await self._consumer_state(since)
-            if not pending and ends == previous:
-                return
-            previous = None if pending else ends
-            self._check_deadline(deadline, timeout, f"consumers pending: {pending}")
-            await asyncio.sleep(0.02)
 
     @staticmethod
     def _check_deadline(deadline: float, timeout: float, what: str) -> None:
