@@ -24,18 +24,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
+from dddframe.bus.attempts import Failed, attempt_delivery, log_failure
 from dddframe.bus.dead_letters import DeadLetterStore, Parked
 from dddframe.bus.decision import (
     DeadLetter,
-    Decision,
-    Deliver,
     DeliveryPolicy,
     Failure,
     Head,
     RetryAfter,
     WaitBehind,
     decide,
-    undecodable,
 )
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
@@ -310,32 +308,12 @@ class SubscriptionRunner:
                         )
                         await conn.commit()
                     return
-        failure = await self._attempt(env, 1)
+        failure = await attempt_delivery(self.subscription, env, 1, self.policy)
         if failure is None:
             self.delivered += 1
             return
         exc, verdict = failure
         await self._park_failure(env, exc, verdict)
-
-    async def _attempt(
-        self, env: Envelope, attempt: int
-    ) -> tuple[BaseException, RetryAfter | DeadLetter] | None:
-        """Deliver unless the decision says otherwise; None when delivered, else the error
-        and what to do about it."""
-        verdict: Decision = decide(self.policy, attempt=attempt, envelope=env)
-        if isinstance(verdict, Deliver):
-            try:
-                await self.subscription.deliver(env, attempt, self.subscription)
-                return None
-            except Exception as exc:  # the listener's failure, whatever it is, is ours to park
-                error: BaseException = exc
-                verdict = decide(
-                    self.policy, attempt=attempt, failure=Failure.of(exc), envelope=env
-                )
-        else:
-            error = PoisonEvent(undecodable(env) or "the row cannot be decoded")
-        assert isinstance(verdict, RetryAfter | DeadLetter)
-        return error, verdict
 
     async def _park_failure(
         self, env: Envelope, exc: BaseException, verdict: RetryAfter | DeadLetter
@@ -358,40 +336,11 @@ class SubscriptionRunner:
                 await conn.commit()
             if retrying or (isinstance(verdict, DeadLetter) and verdict.holds):
                 self._blocked.setdefault(key, env.position)
-        self._log_failure(env, exc, verdict)
+        log_failure(log, self.subscription.name, env, exc, verdict)
+        if not retrying:
+            record_dead_lettered(self.subscription.name)
         if retrying:
             self.retry_wakeup.set()
-
-    def _log_failure(
-        self, env: Envelope, exc: BaseException, verdict: RetryAfter | DeadLetter
-    ) -> None:
-        extra = {
-            "event_id": str(env.event_id),
-            "correlation_id": env.correlation_id,
-            "subscription": self.subscription.name,
-        }
-        if isinstance(verdict, DeadLetter):
-            record_dead_lettered(self.subscription.name)
-            log.error(
-                "%s: %s %s dead-lettered after %d attempt(s): %s",
-                self.subscription.name,
-                env.name,
-                env.event_id,
-                verdict.attempts,
-                exc,
-                extra=extra,
-            )
-        else:
-            log.warning(
-                "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
-                self.subscription.name,
-                env.name,
-                env.event_id,
-                verdict.attempt - 1,
-                verdict.delay,
-                exc,
-                extra=extra,
-            )
 
     async def run_retries(self) -> float | None:
         """Deliver due retries and release what waits behind them.
@@ -448,18 +397,18 @@ class SubscriptionRunner:
             self._releasing -= 1
 
     async def _redeliver(self, row: Parked) -> bool:
-        attempt = row.attempts + 1
+        number = row.attempts + 1
         env: Envelope | None = None
-        failure: tuple[BaseException, RetryAfter | DeadLetter] | None
+        failure: Failed | None
         try:
             env = row.envelope
         except PoisonEvent as unreadable:  # the parked copy itself cannot be read
             failure = (
                 unreadable,
-                DeadLetter(Failure.of(unreadable).reason, attempt, self.policy.blocks),
+                DeadLetter(Failure.of(unreadable).reason, number, self.policy.blocks),
             )
         else:
-            failure = await self._attempt(env, attempt)
+            failure = await attempt_delivery(self.subscription, env, number, self.policy)
         if failure is not None:
             error, verdict = failure
             async with self.database.connect() as conn:
@@ -467,13 +416,15 @@ class SubscriptionRunner:
                     conn,
                     row.id,
                     state=PARKED_RETRY if isinstance(verdict, RetryAfter) else PARKED_DEAD,
-                    attempts=attempt,
+                    attempts=number,
                     delay=verdict.delay if isinstance(verdict, RetryAfter) else None,
                     error=error,
                 )
                 await conn.commit()
             if env is not None:
-                self._log_failure(env, error, verdict)
+                log_failure(log, self.subscription.name, env, error, verdict)
+            if isinstance(verdict, DeadLetter):
+                record_dead_lettered(self.subscription.name)
             # Under `continue` a dead letter does not hold back the events parked behind it.
             return isinstance(verdict, DeadLetter) and not verdict.holds
         self.delivered += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,13 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.tables import OUTBOX_STATUS_READY
 
-__all__ = ["UNDECODABLE", "TolerantTimestamp", "envelope_to_row", "row_to_envelope"]
+__all__ = [
+    "UNDECODABLE",
+    "TolerantTimestamp",
+    "as_poison",
+    "envelope_to_row",
+    "row_to_envelope",
+]
 
 
 def envelope_to_row(env: Envelope, *, status: int = OUTBOX_STATUS_READY) -> dict[str, Any]:
@@ -105,6 +112,25 @@ def row_to_envelope(row: Mapping[Any, Any]) -> Envelope:
 UNDECODABLE = "dddframe-undecodable"
 """The header a row that cannot be decoded carries: why. Such a row is poison on every
 transport (:mod:`dddframe.bus.decision`); the header travels with it through the relays."""
+
+
+def as_poison(env: Envelope, reason: str, *, payload: str | None = None) -> Envelope:
+    """``env`` carrying ``reason`` in the :data:`UNDECODABLE` header (after any reason it had),
+    and ``payload`` instead of its own when given: what a relay sends for an event the broker
+    cannot take as it is, so every subscription of its name dead-letters it with the reason.
+
+    >>> env = as_poison(Envelope.new("A:B", '{"big": 1}'), "too large", payload="")
+    >>> env.headers[UNDECODABLE], env.payload_json
+    ('too large', '')
+    """
+    earlier = env.headers.get(UNDECODABLE)
+    text = f"{earlier}; {reason}" if earlier else reason
+    return replace(
+        env,
+        headers={**env.headers, UNDECODABLE: text[:_MAX_REASON]},
+        payload_json=env.payload_json if payload is None else payload,
+    )
+
 
 _UNDECODABLE_IDS = uuid.UUID("6f1c2a7e-3d1b-5c8e-9a40-2b7d0e5f4c11")
 _MAX_REASON = 1000

@@ -21,6 +21,7 @@ from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
+from dddframe.outbox.records import as_poison
 from dddframe.outbox.sequencer import Sequencer
 
 __all__ = ["OutboxRelay"]
@@ -57,6 +58,7 @@ class OutboxRelay(abc.ABC):
         self.poll_interval = poll_interval
         self.position = 0  # stored: everything up to here was acknowledged by the broker
         self.sent = 0
+        self.refused = 0  # events sent as poison, or passed over, because the broker refuses them
         self.active = False
         self.wake = asyncio.Event()
         self._initial_backoff = initial_backoff
@@ -85,6 +87,32 @@ class OutboxRelay(abc.ABC):
         """On stop, while still active: wait for acknowledgements and store what they cover."""
 
     # -- shared ------------------------------------------------------------------------------
+
+    def refuse(self, env: Envelope, reason: str, *, drop_payload: bool = False) -> Envelope:
+        """What to send for an event the broker cannot take as it is (a topic or routing key
+        it rejects, a header it cannot carry, too large): the event as poison, the reason in
+        its ``dddframe-undecodable`` header and, when it is the payload that is too large,
+        without it. Every subscription of its name then dead-letters it at once, with the
+        reason, through the one delivery decision; later events flow (or wait behind it,
+        under ``block_aggregate``) instead of the relay stopping on it."""
+        self._log_refused(env, f"cannot be sent as it is: {reason}; sent as poison")
+        return as_poison(env, reason, payload="" if drop_payload else None)
+
+    def pass_over(self, env: Envelope, reason: str) -> None:
+        """Log an event no subscriber can receive in any form (it stays in the outbox)."""
+        self._log_refused(env, f"is passed over: {reason}")
+
+    def _log_refused(self, env: Envelope, what: str) -> None:
+        self.refused += 1
+        log.error(
+            "%s: event %s (%r) at position %s %s",
+            self.name,
+            env.event_id,
+            env.name[:200],
+            env.position,
+            what,
+            extra={"event_id": str(env.event_id)},
+        )
 
     async def run(self) -> None:
         """Relay until cancelled; broker or database trouble is logged and retried."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -138,10 +139,24 @@ async def insert_rows(
     app.bus.notify([])
 
 
-def expected_calls() -> dict[str, dict[str, list[int]]]:
-    """What each subscription's listener must have seen: aggregate -> versions, in order."""
+def refused_rows(refused: Mapping[str, Callable[[dict[str, Any]], None]]) -> list[dict[str, Any]]:
+    """Rows a broker refuses as they are (a topic, routing key, header or size it cannot
+    take): for each aggregate, its first row changed by the function, then a good row. The
+    relay sends such a row as poison, so every subscription of its name dead-letters it."""
+    rows: list[dict[str, Any]] = []
+    for aggregate, spoil in refused.items():
+        row = _row(aggregate, 1, json.dumps({"n": 1}))
+        spoil(row)
+        rows.append(row)
+    rows.extend(_row(aggregate, 2, json.dumps({"n": 2})) for aggregate in refused)
+    return rows
+
+
+def expected_calls(refused: Iterable[str] = ()) -> dict[str, dict[str, list[int]]]:
+    """What each subscription's listener must have seen: aggregate -> versions, in order
+    (``refused``: the aggregates of :func:`refused_rows`, poison like an undecodable row)."""
     ok = {a: [1, 2, 3] for a in OK}
-    poisoned_later = {a: [2] for a in [*ROW_POISON, *PAYLOAD_POISON]}
+    poisoned_later = {a: [2] for a in [*ROW_POISON, *PAYLOAD_POISON, *refused]}
     return {
         "blocking": dict(ok),
         "flowing": {**ok, **poisoned_later},
@@ -156,13 +171,15 @@ def per_aggregate(calls: list[tuple[str, int]]) -> dict[str, list[int]]:
     return dict(out)
 
 
-def expected_dead(sub: str) -> dict[str, str]:
-    """aggregate -> a text its dead letter's reason contains."""
+def expected_dead(sub: str, refused: Mapping[str, str] | None = None) -> dict[str, str]:
+    """aggregate -> a text its dead letter's reason contains (``refused``: aggregate -> the
+    reason of its refused row)."""
     dead = {a: reason for a, (_, reason) in ROW_POISON.items()}
+    dead.update(refused or {})
     if sub != "both":
         dead.update({a: reason for a, (_, reason) in PAYLOAD_POISON.items()})
     return dead
 
 
-def total(sub: str) -> int:
-    return sum(len(v) for v in expected_calls()[sub].values())
+def total(sub: str, refused: Iterable[str] = ()) -> int:
+    return sum(len(v) for v in expected_calls(refused)[sub].values())

@@ -17,9 +17,15 @@ from dddframe.bus.amqp.backfill import mark_new_queue
 from dddframe.bus.amqp.consumer import SubscriptionConsumer
 from dddframe.bus.amqp.dead_letters import AmqpDeadLetters
 from dddframe.bus.amqp.options import AmqpListenerOptions
-from dddframe.bus.amqp.relay import RELAY_POSITION, AmqpRelay
+from dddframe.bus.amqp.relay import DEFAULT_MAX_MESSAGE_SIZE, RELAY_POSITION, AmqpRelay
 from dddframe.bus.amqp.status import AmqpStatus
-from dddframe.bus.amqp.topology import Topology, delay_queue_name, dlq_name, routing_keys
+from dddframe.bus.amqp.topology import (
+    Topology,
+    delay_queue_name,
+    dlq_name,
+    routing_keys,
+    topic_matches,
+)
 from dddframe.bus.protocol import BusRuntime
 from dddframe.bus.retry import ExponentialRetry, RetryPolicy
 from dddframe.domain.envelope import Envelope
@@ -51,7 +57,8 @@ class AmqpBus:
     applications or environments can share a vhost); ``purge_on_startup`` (development: empty
     the subscription queues at start); ``relay`` (run the outbox relay in this process;
     ``dddframe relay`` runs it alone); ``relay_batch``; ``poll_interval`` (relay poll when no
-    commit woke it); ``lease_ttl``.
+    commit woke it); ``lease_ttl``; ``max_message_size`` (the largest message the relay
+    publishes, at most the broker's: a larger event is dead-lettered without its payload).
     ``bus="amqp"`` reads the URL from ``DDDFRAME_AMQP_URL``; the exchange and the queue prefix
     default to ``DDDFRAME_AMQP_EXCHANGE`` and ``DDDFRAME_AMQP_QUEUE_PREFIX`` when set.
     """
@@ -74,6 +81,7 @@ class AmqpBus:
         relay_batch: int = 1000,
         poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         url = url or os.environ.get("DDDFRAME_AMQP_URL")
         if not url:
@@ -87,6 +95,10 @@ class AmqpBus:
             )
         if concurrency < 1 or prefetch < 1 or relay_batch < 1:
             raise ConfigurationError("concurrency, prefetch and relay_batch must be >= 1")
+        if not isinstance(max_message_size, int) or max_message_size < 1024:
+            raise ConfigurationError(
+                f"max_message_size must be an int of at least 1024 bytes, not {max_message_size!r}"
+            )
         exchange = exchange or os.environ.get("DDDFRAME_AMQP_EXCHANGE") or "dddframe"
         if queue_prefix is None:
             queue_prefix = os.environ.get("DDDFRAME_AMQP_QUEUE_PREFIX", "")
@@ -105,6 +117,7 @@ class AmqpBus:
         self.relay_batch = relay_batch
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
+        self.max_message_size = max_message_size
         self.owner = process_owner()
         self.queue_prefix = queue_prefix
         self.topology = Topology(exchange, quorum=quorum, queue_prefix=queue_prefix)
@@ -134,6 +147,14 @@ class AmqpBus:
 
     def _subscription_names(self) -> list[str]:
         return [s.name for s in self.runtime.subscriptions]
+
+    def _queues_bound_to(self, name: str) -> list[str]:
+        """The queues of the application whose bindings match the routing key ``name``."""
+        return [
+            self.topology.queue_of(sub.name)
+            for sub in self.runtime.subscriptions
+            if any(topic_matches(pattern, name) for pattern in routing_keys(sub))
+        ]
 
     def _local_delays(self, subscription: str) -> list[int]:
         """The delay queues (ms) this process's consumer of a subscription uses right now."""
@@ -196,6 +217,8 @@ class AmqpBus:
                 self.topology,
                 runtime.database,
                 owner=self.owner,
+                queues_for=self._queues_bound_to,
+                max_message_size=self.max_message_size,
                 batch_size=self.relay_batch,
                 poll_interval=self.poll_interval,
                 lease_ttl=self.lease_ttl,

@@ -45,24 +45,23 @@ from dddframe.bus.amqp.messages import (
     to_message,
 )
 from dddframe.bus.amqp.topology import Topology, dlq_name, routing_keys
+from dddframe.bus.attempts import attempt_delivery, log_failure
 from dddframe.bus.dead_letters import format_error
 from dddframe.bus.decision import (
     DeadLetter,
-    Decision,
-    Deliver,
     DeliveryPolicy,
     Failure,
     Head,
     RetryAfter,
     WaitBehind,
     decide,
-    undecodable,
 )
 from dddframe.bus.delivery import lane_of
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
+from dddframe.observability.metrics import record_dead_lettered
 from dddframe.outbox.reader import OutboxReader
 
 __all__ = ["SubscriptionConsumer"]
@@ -181,26 +180,17 @@ class SubscriptionConsumer:
             assert isinstance(behind, WaitBehind)
             await self._publish_dlq(env, behind.error(), attempts=0, waiting=True)
             return
-        attempt = 1
+        number = 1
         while True:
-            verdict: Decision = decide(self.policy, attempt=attempt, envelope=env)
-            error: Exception
-            if isinstance(verdict, Deliver):
-                try:
-                    await self.subscription.deliver(env, attempt, self.subscription)
-                    return
-                except Exception as exc:
-                    error = exc
-                    verdict = decide(
-                        self.policy, attempt=attempt, failure=Failure.of(exc), envelope=env
-                    )
-            else:
-                error = PoisonEvent(undecodable(env) or "the event cannot be decoded")
+            failed = await attempt_delivery(self.subscription, env, number, self.policy)
+            if failed is None:
+                return
+            error, verdict = failed
+            log_failure(log, self.subscription.name, env, error, verdict)
             if isinstance(verdict, RetryAfter):
                 await asyncio.sleep(verdict.delay)
-                attempt = verdict.attempt
+                number = verdict.attempt
                 continue
-            assert isinstance(verdict, DeadLetter)
             await self._publish_dlq(env, error, attempts=verdict.attempts)
             if verdict.holds:
                 self._holds[key] = _Hold(str(env.event_id), dead=True, head_pending=False)
@@ -280,21 +270,9 @@ class SubscriptionConsumer:
             assert isinstance(behind, WaitBehind)
             await self._park_behind(message, hold, behind)
             return
-        verdict: Decision = decide(self.policy, attempt=attempts + 1, envelope=env)
-        if isinstance(verdict, Deliver):
-            try:
-                await self.subscription.deliver(env, verdict.attempt, self.subscription)
-            except Exception as exc:
-                failed = decide(
-                    self.policy, attempt=verdict.attempt, failure=Failure.of(exc), envelope=env
-                )
-                assert isinstance(failed, RetryAfter | DeadLetter)
-                await self._failed(message, env, exc, failed)
-                return
-        else:
-            assert isinstance(verdict, DeadLetter)  # an undecodable row: poison
-            error = PoisonEvent(undecodable(env) or "the message cannot be decoded")
-            await self._failed(message, env, error, verdict)
+        failed = await attempt_delivery(self.subscription, env, attempts + 1, self.policy)
+        if failed is not None:
+            await self._failed(message, env, *failed)
             return
         await message.ack()
         if hold is not None and not waiting:
@@ -331,20 +309,13 @@ class SubscriptionConsumer:
         self,
         message: aio_pika.abc.AbstractIncomingMessage,
         env: Envelope,
-        exc: Exception,
+        exc: BaseException,
         verdict: RetryAfter | DeadLetter,
     ) -> None:
         key = env.ordering_key
         hold = self._holds.get(key)
+        log_failure(log, self.subscription.name, env, exc, verdict)
         if isinstance(verdict, DeadLetter):
-            log.error(
-                "%s: %s %s dead-lettered after %d attempt(s): %s",
-                self.queue_name,
-                env.name,
-                env.event_id,
-                verdict.attempts,
-                exc,
-            )
             await self._to_dlq(message, exc, attempts=verdict.attempts)
             if verdict.holds:
                 hold = self._holds.setdefault(key, _Hold(str(env.event_id)))
@@ -354,17 +325,7 @@ class SubscriptionConsumer:
                 self._release_if_done(key)
             return
         delay_ms = max(1, int(verdict.delay * 1000))
-        failed_attempts = verdict.attempt - 1
-        log.warning(
-            "%s: %s %s failed (attempt %d), retry in %dms: %s",
-            self.queue_name,
-            env.name,
-            env.event_id,
-            failed_attempts,
-            delay_ms,
-            exc,
-        )
-        await self._to_delay(message, delay_ms, {ATTEMPT: failed_attempts, WAITING: 0})
+        await self._to_delay(message, delay_ms, {ATTEMPT: verdict.attempt - 1, WAITING: 0})
         hold = self._holds.setdefault(key, _Hold(str(env.event_id)))
         hold.delay_ms, hold.head_pending = delay_ms, True
 
@@ -401,6 +362,8 @@ class SubscriptionConsumer:
     ) -> None:
         headers = _dlq_headers(exc, attempts=attempts, waiting=waiting)
         await self._republish(message, dlq_name(self.queue_name), headers)
+        if not waiting:
+            record_dead_lettered(self.subscription.name)
 
     async def _publish_dlq(
         self, env: Envelope, exc: BaseException, *, attempts: int, waiting: bool = False
@@ -408,6 +371,8 @@ class SubscriptionConsumer:
         """Dead-letter an event that came from the outbox, not from the queue."""
         message = to_message(env, **_dlq_headers(exc, attempts=attempts, waiting=waiting))
         await self.channel.default_exchange.publish(message, routing_key=dlq_name(self.queue_name))
+        if not waiting:
+            record_dead_lettered(self.subscription.name)
 
 
 def _dlq_headers(exc: BaseException | None, *, attempts: int, waiting: bool) -> dict[str, Any]:

@@ -23,7 +23,9 @@ __all__ = ["AmqpListenerOptions"]
 @dataclass(frozen=True, slots=True)
 class AmqpListenerOptions(ListenerOptions):
     """``listen(..., routing_keys=[...])``: bind the subscription's queue with these topic
-    patterns (``Order:*``, ``#``) instead of its event names. None: its event names."""
+    patterns instead of its event names (None: its event names). The routing key is the
+    event name, and AMQP wildcards stand for whole ``.``-separated words, so ``Order:*`` is
+    not a wildcard: ``#`` takes every name, ``Order:Placed`` exactly one."""
 
     transport: ClassVar[str] = "the AMQP"
 
@@ -33,7 +35,7 @@ class AmqpListenerOptions(ListenerOptions):
         keys = self.routing_keys
         if keys is None:
             return
-        expected = "a list of non-empty str patterns such as ['Order:*']"
+        expected = "a list of non-empty str patterns such as ['#'] or ['Order:Placed']"
         if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
             raise invalid_option("routing_keys", keys, expected + " (one str is not a list)")
         if not keys or not all(isinstance(k, str) and k for k in keys):

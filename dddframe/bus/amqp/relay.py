@@ -7,12 +7,20 @@ which aio-pika matches by delivery tag, so no confirm can be credited to the wro
 (final's racy matching) — and stores the batch's position only when all of them were confirmed.
 A relay killed in between resends from the stored position: at least once. A lease keeps one
 relay active however many processes run one.
+
+An event AMQP cannot carry as it is — a header name longer than 255 bytes, a body larger than
+``max_message_size`` — is published as poison (:meth:`OutboxRelay.refuse`), so every queue
+bound to its name dead-letters it with the reason and the relay goes on. A name longer than a
+routing key may be (255 bytes) cannot go through the exchange: it is published as poison
+straight to the queues whose bindings match it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from dataclasses import replace
 
 import aio_pika
 
@@ -20,12 +28,15 @@ from dddframe.bus.amqp.messages import POSITION, to_message
 from dddframe.bus.amqp.topology import Topology
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
+from dddframe.domain.limits import AMQP_NAME_MAX_BYTES
 from dddframe.observability.tracing import relay_span
 from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["AmqpRelay"]
 
 RELAY_POSITION = "relay.amqp"
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""RabbitMQ 4's default ``max_message_size`` (3.x allows 128 MiB)."""
 
 
 class AmqpRelay(OutboxRelay):
@@ -38,6 +49,8 @@ class AmqpRelay(OutboxRelay):
         database: Database,
         *,
         owner: str,
+        queues_for: Callable[[str], list[str]] = lambda name: [],
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
@@ -54,6 +67,8 @@ class AmqpRelay(OutboxRelay):
         )
         self.url = url
         self.topology = topology
+        self.queues_for = queues_for  # event name -> the queues whose bindings match it
+        self.max_message_size = max_message_size
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._chan: aio_pika.abc.AbstractChannel | None = None
 
@@ -77,13 +92,30 @@ class AmqpRelay(OutboxRelay):
         envelopes, upto = await self.read(self.position)
         if upto == self.position:
             return 0
-        exchange = await self.topology.exchange(await self._channel())
+        channel = await self._channel()
+        exchange = await self.topology.exchange(channel)
 
         async def publish(env: Envelope) -> None:
             # A PRODUCER span per event, ended by its confirm.
             with relay_span(env, self.name, self.topology.exchange_name):
                 extra = {POSITION: env.position} if env.position is not None else {}
-                await exchange.publish(to_message(env, **extra), routing_key=env.name)
+                env = self._carriable(env)
+                if len(env.name.encode()) <= AMQP_NAME_MAX_BYTES:
+                    await exchange.publish(to_message(env, **extra), routing_key=env.name)
+                    return
+                env = self.refuse(
+                    env,
+                    f"its name is {len(env.name.encode())} bytes, longer than an AMQP "
+                    f"routing key may be ({AMQP_NAME_MAX_BYTES}): it went straight to the "
+                    "queues bound to it",
+                )
+                queues = self.queues_for(env.name)
+                if not queues:
+                    self.pass_over(env, "no queue of the application is bound to its name")
+                for queue in queues:
+                    await channel.default_exchange.publish(
+                        to_message(env, **extra), routing_key=queue
+                    )
 
         # Each publish awaits its own confirm; gather pipelines them.
         await asyncio.gather(*(publish(env) for env in envelopes))
@@ -91,3 +123,28 @@ class AmqpRelay(OutboxRelay):
         await self.save_position(upto)
         self.sent += len(envelopes)
         return moved
+
+    def _carriable(self, env: Envelope) -> Envelope:
+        """``env``, or ``env`` as poison when a header name or its size is more than AMQP
+        carries (the header dropped, the payload dropped)."""
+        problems: list[str] = []
+        long = [k for k in env.headers if len(k.encode()) > AMQP_NAME_MAX_BYTES]
+        if long:
+            problems.append(
+                f"header {long[0][:60]!r}... is {len(long[0].encode())} bytes, longer than "
+                f"an AMQP header name may be ({AMQP_NAME_MAX_BYTES})"
+            )
+            env = replace(env, headers={k: v for k, v in env.headers.items() if k not in long})
+        size = len(env.payload_json.encode()) + sum(
+            len(k.encode()) + len(v.encode()) for k, v in env.headers.items()
+        )
+        too_big = size > self.max_message_size
+        if too_big:
+            problems.append(
+                f"the message is {size} bytes, more than max_message_size "
+                f"({self.max_message_size}): raise AmqpBus(max_message_size=...) and the "
+                "broker's max_message_size, then replay it from the outbox"
+            )
+        if not problems:
+            return env
+        return self.refuse(env, "; ".join(problems), drop_payload=too_big)

@@ -161,10 +161,12 @@ class KafkaBus:
         return self.group_prefix + group
 
     def cluster_of(self, envelope: Envelope) -> str:
-        """The cluster an envelope is produced to."""
-        return envelope.headers.get(ROUTE_CLUSTER) or self.routes.get(
-            envelope.name, self.default_cluster
-        )
+        """The cluster an envelope is produced to (a stored header naming a cluster the bus
+        does not have counts for nothing: its relay sends the event as poison)."""
+        named = envelope.headers.get(ROUTE_CLUSTER)
+        if named in self.clusters:
+            return named
+        return self.routes.get(envelope.name, self.default_cluster)
 
     def _consumed_on(self, sub: Subscription, name: str) -> str:
         explicit = sub.options.get("cluster")
@@ -226,6 +228,7 @@ class KafkaBus:
                     runtime.database,
                     self.naming,
                     self.cluster_of,
+                    clusters=self.clusters,
                     owner=self.owner,
                     batch_size=self.relay_batch,
                     poll_interval=self.poll_interval,

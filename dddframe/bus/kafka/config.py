@@ -23,12 +23,15 @@ class KafkaCluster:
 
     Safe defaults: ``acks="all"``, ``enable_idempotence=True`` (switch it off only for brokers
     that lack it, such as the tansu test broker), a ``send_timeout`` deadline per record and at
-    most ``max_in_flight`` unacknowledged records per relay. ``partitions`` is used for the
-    topics dddframe creates; ``session_timeout`` is how soon a dead consumer's partitions move;
-    ``client_options`` go to every aiokafka client (security, SASL...).
+    most ``max_in_flight`` unacknowledged records per relay. ``max_request_size`` is the largest
+    record the relay produces (keep it at most the topics' ``max.message.bytes``); a larger event
+    is sent as poison without its payload, so it is dead-lettered instead of stopping the relay.
+    ``partitions`` is used for the topics dddframe creates; ``session_timeout`` is how soon a
+    dead consumer's partitions move; ``client_options`` go to every aiokafka client (security,
+    SASL...).
 
     >>> KafkaCluster(bootstrap="127.0.0.1:9092").producer_options()["acks"]
-    'all'
+        'all'
     """
 
     bootstrap: str
@@ -42,6 +45,7 @@ class KafkaCluster:
     replication_factor: int = 1
     session_timeout: float = 10.0
     fetch_max_wait_ms: int = 20
+    max_request_size: int = 1_048_576
     client_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -53,6 +57,10 @@ class KafkaCluster:
             raise ConfigurationError("enable_idempotence=True needs acks='all'")
         if self.send_timeout <= 0 or self.max_in_flight < 1 or self.partitions < 1:
             raise ConfigurationError("send_timeout > 0, max_in_flight >= 1, partitions >= 1")
+        if self.max_request_size < 1024:
+            raise ConfigurationError(
+                f"max_request_size must be at least 1024 bytes, not {self.max_request_size!r}"
+            )
 
     def explain(self, exc: BaseException) -> str | None:
         """What to change when ``exc`` comes from this configuration, else None.
@@ -82,6 +90,7 @@ without idempotent producers do; set KafkaCluster(enable_idempotence=False) \
             "request_timeout_ms": int(self.send_timeout * 1000),
             "linger_ms": self.linger_ms,
             "compression_type": self.compression_type,
+            "max_request_size": self.max_request_size,
             **self.client_options,
         }
 

@@ -32,18 +32,15 @@ from typing import Any, Literal
 
 from aiokafka.structs import ConsumerRecord
 
+from dddframe.bus.attempts import attempt_delivery, log_failure
 from dddframe.bus.dead_letters import format_error
 from dddframe.bus.decision import (
     DeadLetter,
-    Decision,
-    Deliver,
     DeliveryPolicy,
     Failure,
     Head,
-    RetryAfter,
     WaitBehind,
     decide,
-    undecodable,
 )
 from dddframe.bus.kafka.records import Headers, from_record
 from dddframe.bus.kafka.retry_state import RetryState
@@ -254,40 +251,23 @@ class RecordHandler:
         rec: ConsumerRecord[Any, Any],
         sub: Subscription,
         env: Envelope,
-        attempt: int,
+        number: int,
         policy: DeliveryPolicy,
     ) -> bool:
         while True:
-            verdict: Decision = decide(policy, attempt=attempt, envelope=env)
-            error: BaseException
-            if isinstance(verdict, Deliver):
-                try:
-                    await sub.deliver(env, attempt, sub)
-                    return True
-                except Exception as exc:  # the listener's failure is ours to retry or park
-                    error = exc
-                    verdict = decide(policy, attempt=attempt, failure=Failure.of(exc), envelope=env)
-            else:
-                error = PoisonEvent(undecodable(env) or "the record cannot be decoded")
+            failed = await attempt_delivery(sub, env, number, policy)
+            if failed is None:
+                return True
+            error, verdict = failed
             if isinstance(verdict, DeadLetter):
                 await self.dead_letter(rec, sub, error, verdict.attempts, env, holds=verdict.holds)
                 return False
-            assert isinstance(verdict, RetryAfter)
-            log.warning(
-                "%s: %s %s failed (attempt %d), retry in %.3fs: %s",
-                sub.name,
-                env.name,
-                env.event_id,
-                attempt,
-                verdict.delay,
-                error,
-                extra={"event_id": str(env.event_id), "correlation_id": env.correlation_id},
-            )
+            log_failure(log, sub.name, env, error, verdict)
             if self._mode(sub) == "topic":
                 await self._to_retry_topic(rec, sub, verdict.attempt, verdict.delay)
                 return False
-            attempt = verdict.attempt
-            await self._wait_or_yield(sub, env, attempt, time.time() + verdict.delay, str(error))
+            number = verdict.attempt
+            await self._wait_or_yield(sub, env, number, time.time() + verdict.delay, str(error))
 
     def _origin(self, rec: ConsumerRecord[Any, Any]) -> _Origin:
         raw = _bytes_headers(rec)
@@ -359,7 +339,8 @@ class RecordHandler:
         await self.send(self.dead_letter_topic, rec.key, rec.value, headers)
         if holds and sub is not None and env is not None:
             self._hold(sub, env)
-        record_dead_lettered(name)
+        if not waiting:
+            record_dead_lettered(name)
         log.error(
             "%s: record %s[%d]@%d dead-lettered to %s after %d attempt(s): %s",
             name,

@@ -21,9 +21,31 @@ from dddframe.bus.decision import keep_undecodable
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 
-__all__ = ["Headers", "decode_headers", "encode_headers", "from_record", "to_record"]
+__all__ = [
+    "Headers",
+    "Record",
+    "decode_headers",
+    "encode_headers",
+    "from_record",
+    "record_size",
+    "to_record",
+]
 
 Headers = list[tuple[str, bytes]]
+Record = tuple[bytes | None, bytes, Headers]
+"""(key, value, headers) of one record."""
+_RECORD_OVERHEAD = 64  # batch and record framing, generously
+
+
+def record_size(record: Record) -> int:
+    """An upper bound of the bytes ``record`` takes in a produce request.
+
+    >>> record_size((b"7", b"{}", [("h", b"v")]))
+    69
+    """
+    key, value, headers = record
+    size = _RECORD_OVERHEAD + len(key or b"") + len(value)
+    return size + sum(len(k.encode()) + len(v) for k, v in headers)
 
 
 def encode_headers(headers: dict[str, str]) -> Headers:
@@ -41,7 +63,7 @@ def decode_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[s
     return out
 
 
-def to_record(env: Envelope) -> tuple[bytes | None, bytes, Headers]:
+def to_record(env: Envelope) -> Record:
     """(key, value, headers) of an envelope. Unkeyed direct messages have no key."""
     key = env.aggregate_id.encode() if env.aggregate_id is not None else None
     return key, env.payload_json.encode(), encode_headers(envelope_headers(env))

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -24,8 +24,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
 from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.records import to_record
-from dddframe.bus.kafka.topics import TopicNaming
+from dddframe.bus.kafka.records import Record, record_size, to_record
+from dddframe.bus.kafka.topics import ROUTE_CLUSTER, TopicNaming, topic_problem
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
@@ -63,7 +63,11 @@ class Relay(OutboxRelay):
     """Moves committed outbox events to one cluster. Started by :class:`KafkaBus`.
 
     ``route`` names the cluster of an envelope; envelopes of other clusters are passed over
-    (another relay, with its own position, sends them).
+    (another relay, with its own position, sends them). ``clusters`` are the application's
+    cluster names. An event Kafka would refuse as it is — its topic is not a valid topic name,
+    it names a cluster the application does not have, its record is larger than
+    ``max_request_size`` — is sent as poison (:meth:`OutboxRelay.refuse`) to the topic the
+    listeners of its name read, so it is dead-lettered and the relay goes on.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Relay(OutboxRelay):
         naming: TopicNaming,
         route: Callable[[Envelope], str],
         *,
+        clusters: Collection[str] = (),
         owner: str,
         batch_size: int = 2000,
         poll_interval: float = 0.05,
@@ -93,6 +98,7 @@ class Relay(OutboxRelay):
         self.cluster = cluster
         self.naming = naming
         self.route = route
+        self.clusters = frozenset(clusters) or frozenset({cluster_name})
         self.save_interval = save_interval
         self._read_upto = 0
         self._acked_upto = 0
@@ -159,9 +165,9 @@ class Relay(OutboxRelay):
             await self._save()
             return 0
         mine = [
-            (self.naming.topic_of(e), e) for e in envelopes if self.route(e) == self.cluster_name
+            r for e in envelopes if self.route(e) == self.cluster_name if (r := self._routed(e))
         ]
-        new_topics = {t for t, _ in mine} - self._topics
+        new_topics = {t for t, _, _ in mine} - self._topics
         if new_topics:
             await ensure_topics(self.cluster, new_topics)
             self._topics |= new_topics
@@ -173,16 +179,48 @@ class Relay(OutboxRelay):
             await self._save()
         return upto - after
 
+    def _routed(self, env: Envelope) -> tuple[str, Envelope, Record] | None:
+        """(topic, envelope, record) to produce for ``env``: as it is, or as poison when Kafka
+        would refuse it as it is; None when no listener could read it anywhere."""
+        problems: list[str] = []
+        named = env.headers.get(ROUTE_CLUSTER)
+        if named is not None and named not in self.clusters:
+            problems.append(
+                f"it names cluster {named[:100]!r}, which the application does not have "
+                f"(it has {', '.join(sorted(self.clusters))})"
+            )
+        topic = self.naming.topic_of(env)
+        problem = topic_problem(topic)
+        if problem is not None:
+            problems.append(problem)
+            topic = self.naming.topic_for(env.name)  # where the listeners of its name read
+            if topic_problem(topic) is not None:
+                self.pass_over(env, f"{problem}, and so is the topic of its name")
+                return None
+        record = to_record(env)
+        size = record_size(record)
+        too_big = size > self.cluster.max_request_size
+        if too_big:
+            problems.append(
+                f"its record is {size} bytes, more than max_request_size "
+                f"({self.cluster.max_request_size}): raise KafkaCluster(max_request_size=...) "
+                "and the topic's max.message.bytes, then replay it from the outbox"
+            )
+        if problems:
+            env = self.refuse(env, "; ".join(problems), drop_payload=too_big)
+            record = to_record(env)
+        return topic, env, record
+
     async def _send_batches(
-        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope]]
+        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope, Record]]
     ) -> list[asyncio.Future[Any]]:
         """Produce records as whole batches per partition (far cheaper than one ``send()`` per
         record), partitioned like Kafka's default partitioner (murmur2 of the key), in order."""
         futures: list[asyncio.Future[Any]] = []
         batches: dict[tuple[str, int], Any] = {}
-        for topic, env in mine:
+        for topic, env, record in mine:
             with relay_span(env, self.name, topic):  # the hand-over to the producer
-                await self._add(producer, batches, futures, topic, env)
+                await self._add(producer, batches, futures, topic, record)
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
@@ -194,10 +232,10 @@ class Relay(OutboxRelay):
         batches: dict[tuple[str, int], Any],
         futures: list[asyncio.Future[Any]],
         topic: str,
-        env: Envelope,
+        record: Record,
     ) -> None:
         """Append one record to its partition's batch, sending the batch when it is full."""
-        key, value, headers = to_record(env)
+        key, value, headers = record
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))

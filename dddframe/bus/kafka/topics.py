@@ -25,7 +25,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.limits import KAFKA_TOPIC_MAX, check_name
 from dddframe.errors import ConfigurationError
 
-__all__ = ["ROUTE_CLUSTER", "ROUTE_TOPIC", "TopicNaming"]
+__all__ = ["ROUTE_CLUSTER", "ROUTE_TOPIC", "TopicNaming", "topic_problem"]
 
 ROUTE_TOPIC = "dddframe-topic"
 """Header of a direct message naming its topic exactly (set by ``KafkaBus.publish``)."""
@@ -38,6 +38,29 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 def _slug(text: str) -> str:
     return _INVALID.sub("_", text)
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why Kafka would refuse ``topic`` as a topic name, or None when it is valid.
+
+    >>> topic_problem("shop.order") is None
+    True
+    >>> topic_problem("..")
+    "'..' is not a valid Kafka topic: '.' and '..' are reserved"
+    >>> topic_problem("a/b")
+    "'a/b' is not a valid Kafka topic: use letters, digits, '.', '_' and '-'"
+    >>> topic_problem("t" * 250)
+    'the Kafka topic is longer than 249 characters (250)'
+    """
+    if len(topic) > KAFKA_TOPIC_MAX:
+        return f"the Kafka topic is longer than {KAFKA_TOPIC_MAX} characters ({len(topic)})"
+    if not topic:
+        return "the Kafka topic is empty"
+    if topic in (".", ".."):
+        return f"{topic!r} is not a valid Kafka topic: '.' and '..' are reserved"
+    if _INVALID.search(topic):
+        return f"{topic!r} is not a valid Kafka topic: use letters, digits, '.', '_' and '-'"
+    return None
 
 
 class TopicNaming:

@@ -64,6 +64,7 @@ class DeadLetterView:
     reason: str
     aggregate_id: str | None
     ref: Any  # what replay() needs
+    subscription: str = ""
 
 
 class TransportHarness(ABC):
@@ -129,6 +130,7 @@ class TransportHarness(ABC):
                 reason=d.error or "",
                 aggregate_id=_aggregate_id(d),
                 ref=d.id,
+                subscription=d.subscription,
             )
             for d in await app.dead_letters.list()
         ]

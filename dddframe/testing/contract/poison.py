@@ -13,6 +13,7 @@ import uuid
 
 from dddframe.bus.retry import LimitRetry
 from dddframe.domain.envelope import Envelope
+from dddframe.observability.metrics import metrics
 from dddframe.testing.contract.catalog import ContractSuite, scenario
 from dddframe.testing.contract.harness import NotSupportedHere, PoisonKind, TransportHarness
 from dddframe.testing.contract.model import (
@@ -40,6 +41,7 @@ async def _poison_scenario(harness: TransportHarness, kind: PoisonKind) -> None:
         headers={"x-tenant": "acme"},
     )
     reaches = not (kind == "unknown_name" and harness.selects_by_name)
+    counted = _dead_lettered_total()
     # Retries would take 5 x 5 s: a poison record retried like a failure makes the scenario fail.
     async with harness.running(contract_modules(probe), LimitRetry(limit=5, delay=5.0)) as app:
         try:
@@ -61,9 +63,25 @@ async def _poison_scenario(harness: TransportHarness, kind: PoisonKind) -> None:
     (letter,) = letters
     assert after == letters
     assert letter.reason
+    if counted is not None:  # prometheus-client is installed: the dead letter was counted
+        assert _dead_lettered_total() == counted + 1, "dddframe_events_dead_lettered_total"
     if kind != "no_envelope":
         assert letter.event_id == str(envelope.event_id), letter
         assert letter.aggregate_id == str(poisoned)
+
+
+def _dead_lettered_total() -> float | None:
+    """``dddframe_events_dead_lettered_total`` over every subscription (None without
+    prometheus-client)."""
+    m = metrics()
+    if m is None:
+        return None
+    return sum(
+        sample.value
+        for family in m.dead_lettered.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
 
 
 class PoisonContract(ContractSuite):
