@@ -173,7 +173,11 @@ class Database:
     ``connect_timeout`` (seconds, default 10) bounds opening a connection, handshake included;
     ``command_timeout`` (seconds, default 60, None for no limit) bounds each statement on
     PostgreSQL. A server that refuses, cannot be reached or does not answer in time raises
-    :class:`~dddframe.errors.DatabaseUnavailable` naming the cause. From an Application:
+    :class:`~dddframe.errors.DatabaseUnavailable` naming the cause. Pooled connections are not
+    pinged before use: a command whose connection died in the pool (a database restart) runs
+    again on a fresh one, before anything of it committed; pass ``pool_pre_ping=True`` to ping
+    anyway (other code that uses :meth:`session` directly then never sees a dead connection
+    either). From an Application:
     ``Application(..., engine_options={"connect_timeout": 5, "command_timeout": 30})``.
     """
 
@@ -215,7 +219,9 @@ class Database:
         if parsed.drivername in {"sqlite", "postgresql", "mysql", "mariadb"}:
             parsed = parsed.set(drivername=_DRIVERS[backend])
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        options: dict[str, Any] = {"echo": echo, "pool_pre_ping": backend != "sqlite"}
+        # No pre-ping (a round trip per checkout): a command whose pooled connection turns out
+        # dead is run again on a fresh one by the engine, and the loops retry their pass.
+        options: dict[str, Any] = {"echo": echo}
         if backend == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 self._tempdir = tempfile.TemporaryDirectory(prefix="dddframe-")

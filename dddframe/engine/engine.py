@@ -46,6 +46,20 @@ R = TypeVar("R")
 _SQLITE_BUSY = ("database is locked", "database is busy")
 _MYSQL_RETRYABLE = (1213, 1205)  # deadlock, lock wait timeout
 _PG_RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock
+_RECONNECTS = 2  # fresh connections a command may take after finding its connection dead
+
+
+def _is_dead_connection(exc: BaseException) -> bool:
+    """A statement (not the COMMIT) failed because the pooled connection was dead: nothing of
+    the transaction can have committed, and SQLAlchemy dropped that connection (and the pool's
+    older ones), so the command may run again on a fresh one. A failed COMMIT (no statement)
+    is never re-run: it may have committed."""
+    return (
+        isinstance(exc, DBAPIError)
+        and exc.connection_invalidated
+        and exc.statement is not None
+        and exc.statement.strip().upper() != "COMMIT"
+    )
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -78,13 +92,20 @@ class ConflictRetry:
         return random.uniform(0, cap)  # full jitter spreads the contenders apart
 
 
+try:
+    from opentelemetry import propagate as _propagate
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
+    _propagate = _trace = None  # type: ignore[assignment]
+
+
 def _traceparent() -> str | None:
-    try:
-        from opentelemetry import propagate
-    except ImportError:
+    """The W3C traceparent of the current span; None when no span is recording (the common
+    case without a tracing SDK, answered without building a carrier)."""
+    if _trace is None or not _trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _propagate.inject(carrier)
     return carrier.get(TRACEPARENT)
 
 
@@ -168,12 +189,26 @@ class Engine:
         inbox: tuple[str, str] | None,
     ) -> Any:
         policy = self.conflict_retry
-        for attempt in range(1, policy.attempts + 1):
+        reconnects = 0
+        attempt = 0
+        while attempt < policy.attempts:
+            attempt += 1
             try:
                 result, envelopes = await self._attempt(handler, command, msg_headers, keys, inbox)
             except _AlreadyApplied:
                 return None
             except Exception as exc:
+                if _is_dead_connection(exc) and reconnects < _RECONNECTS:
+                    # A connection that died in the pool (a database restart, a proxy's idle
+                    # timeout): run again on a fresh one instead of pinging before every
+                    # command.
+                    reconnects += 1
+                    attempt -= 1
+                    log.info(
+                        "%s: the pooled connection was dead; running again on a fresh one",
+                        type(command).__name__,
+                    )
+                    continue
                 if not _is_conflict(exc):
                     lost = self.database.unavailable(exc)
                     if lost is not None and lost is not exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -10,8 +11,10 @@ from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dddframe.domain.envelope import Envelope
+from dddframe.domain.limits import AGGREGATE_TYPE_MAX, check_headers, check_key, check_name
 from dddframe.domain.model import Aggregate, Entity, RecordedEvent, _EventRecorder
 from dddframe.engine.repository import Repository
+from dddframe.ids import uuid7
 from dddframe.outbox.records import envelope_to_row, utcnow
 from dddframe.outbox.tables import inbox_table, outbox_table
 
@@ -91,6 +94,7 @@ class UnitOfWork:
         """Bump versions and build one envelope per recorded event, in recording order."""
         envelopes: list[Envelope] = []
         recorders: list[_EventRecorder] = []
+        base: dict[str, str] | None = None  # the command's headers, checked once
         for agg in self._aggregates():
             state = inspect(agg)
             changed = state.key is None or state.modified
@@ -118,16 +122,32 @@ class UnitOfWork:
                 # One version step per event: each event has its own per-aggregate sequence.
                 agg.version = old + max(1, len(recorded))
             agg_type, agg_id = agg.aggregate_type(), str(agg.id)
+            if recorded:
+                where = f"aggregate {agg_type!r}"
+                check_name(agg_type, "aggregate type", AGGREGATE_TYPE_MAX, where=where)
+                if not isinstance(agg.id, uuid.UUID):  # a key the user chose
+                    check_key(agg_id, where, aggregate_type=agg_type, what="aggregate id")
+                if base is None:
+                    base = check_headers(self.headers, "the command's headers")
             for i, rec in enumerate(recorded, start=1):
+                # Event names and headers were checked where they were given (the event's
+                # declaration, domain_event()); the merge is checked again.
+                assert base is not None
+                headers = (
+                    check_headers({**base, **rec.headers}, f"event {rec.name!r}")
+                    if rec.headers
+                    else dict(base)
+                )
                 envelopes.append(
-                    Envelope.new(
-                        rec.name,
-                        rec.payload_json,
+                    Envelope(
+                        event_id=uuid7(),
+                        name=rec.name,
+                        payload_json=rec.payload_json,
                         aggregate_type=agg_type,
                         aggregate_id=agg_id,
                         aggregate_version=old + i,
                         event_version=rec.event_version,
-                        headers={**self.headers, **rec.headers},
+                        headers=headers,
                     )
                 )
         for msg in self._messages:

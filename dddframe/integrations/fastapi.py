@@ -62,7 +62,7 @@ try:
 except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in tests/packaging
     raise missing_extra(_exc, "fastapi", "dddframe.integrations.fastapi") from _exc
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from dddframe.app.application import Application
 from dddframe.context import current_headers
@@ -72,6 +72,7 @@ from dddframe.errors import (
     CommandValidationError,
     ConcurrencyConflict,
     ConfigurationError,
+    DatabaseUnavailable,
     DddframeError,
     DomainError,
     NotFound,
@@ -284,6 +285,25 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After when the database cannot be reached or dropped the connection (a
+    restart, a failover): the next request gets a fresh connection. Other database errors
+    stay server errors."""
+    lost = isinstance(exc, DatabaseUnavailable) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    if not lost:
+        raise exc
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    response = problem(
+        503,
+        "The database is unavailable right now; retry in a moment.",
+        error="DatabaseUnavailable",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _http_problem(exc: HTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     response = problem(exc.status_code, detail, error="HTTPError")
@@ -343,4 +363,6 @@ def install(
     api.add_exception_handler(RequestValidationError, _request_invalid)
     api.add_exception_handler(IntegrityError, _integrity_error)
     api.add_exception_handler(DataError, _data_error)
+    api.add_exception_handler(DatabaseUnavailable, _database_error)
+    api.add_exception_handler(DBAPIError, _database_error)
     api.add_exception_handler(HTTPException, _http_error)
