@@ -13,7 +13,7 @@ from sqlalchemy import MetaData, inspect
 from dddframe.app.binding import ControllerIndex, listener_options, resolve_target
 from dddframe.app.module import ListenerBinding, Module
 from dddframe.bus import resolve_bus
-from dddframe.bus.dead_letters import DeadLetterStore
+from dddframe.bus.dead_letter_store import DeadLetterStore
 from dddframe.bus.listener import (
     ListenerTarget,
     Middleware,

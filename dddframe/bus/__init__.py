@@ -11,7 +11,8 @@ import importlib
 from typing import Any
 
 from dddframe.bus.context import EventContext, Inbox
-from dddframe.bus.dead_letters import DeadLetter, DeadLetterStore
+from dddframe.bus.dead_letter_store import DeadLetterStore
+from dddframe.bus.dead_letters import DeadLetter
 from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.retry import (
     CustomRetry,

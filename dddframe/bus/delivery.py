@@ -7,12 +7,13 @@ run in parallel, then persists the position the batch reached.
 
 A failed delivery is parked in the database with its retry time, and the aggregate is *blocked*
 for this subscription: its later events are parked behind it (``waiting``) instead of overtaking
-it, while the lane moves on to other aggregates. The retry loop delivers due retries and then
-releases the waiting events in order. When retries run out the event becomes a dead letter; under
-``block_aggregate`` (the default) the aggregate stays blocked until an operator replays or purges
-it, under ``continue`` its later events flow on. Nothing is ever dropped: every event of a batch is
-delivered or parked before the position moves past it. What to do after a failure (retry, dead
-letter, wait) is :func:`dddframe.bus.decision.decide`'s answer, as on every transport.
+it, while the lane moves on to other aggregates (:class:`~dddframe.bus.parked.ParkedEvents`).
+The retry loop delivers due retries and then releases the waiting events in order. When retries
+run out the event becomes a dead letter; under ``block_aggregate`` (the default) the aggregate
+stays blocked until an operator replays or purges it, under ``continue`` its later events flow
+on. Nothing is ever dropped: every event of a batch is delivered or parked before the position
+moves past it. What to do after a failure (retry, dead letter, wait) is
+:func:`dddframe.bus.decision.decide`'s answer, as on every transport.
 """
 
 from __future__ import annotations
@@ -22,28 +23,22 @@ import logging
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
 
-from dddframe.bus.attempts import Failed, attempt_delivery, log_failure
-from dddframe.bus.dead_letters import DeadLetterStore, Parked
+from dddframe.bus.attempts import attempt_delivery
+from dddframe.bus.dead_letter_store import DeadLetterStore
 from dddframe.bus.decision import (
     DeadLetter,
     DeliveryPolicy,
     Failure,
-    Head,
-    RetryAfter,
-    WaitBehind,
     decide,
 )
+from dddframe.bus.parked import ParkedEvents
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.errors import ConfigurationError, PoisonEvent, WorkerCrashed
-from dddframe.observability.metrics import record_dead_lettered
+from dddframe.errors import ConfigurationError, WorkerCrashed
 from dddframe.outbox.reader import OutboxReader, PositionStore
-from dddframe.outbox.records import utcnow
 from dddframe.outbox.sequencer import SharedRead
-from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
 
 __all__ = ["SubscriptionRunner", "lane_of"]
 
@@ -53,12 +48,6 @@ log = logging.getLogger("dddframe.delivery")
 def lane_of(ordering_key: str, lanes: int) -> int:
     """A lane number that is the same in every process (``hash()`` is salted per process)."""
     return zlib.crc32(ordering_key.encode()) % lanes
-
-
-def _aware(dt: datetime | None) -> datetime:
-    if dt is None:
-        return utcnow()
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=utcnow().tzinfo)
 
 
 class SubscriptionRunner:
@@ -100,23 +89,22 @@ class SubscriptionRunner:
         # store the position, which the next pass or the idle poll does anyway).
         self.caught_up = False
         self._careful_left = 0  # events still to deliver one at a time after a crash
-        self.delivered = 0
+        self._delivered = 0
         self._reader = OutboxReader()
         self._positions = PositionStore()
         self._autocommit = database.dialect == "postgresql"  # free there (asyncpg)
-        # ordering key -> position of its first parked event (None if unknown)
-        self._blocked: dict[str, int | None] = {}
-        self._key_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._releasing = 0
-        self.retry_wakeup = asyncio.Event()
+        self.parked = ParkedEvents(
+            database,
+            subscription,
+            store,
+            policy=lambda: self.policy,
+            lane=self.lane,
+            owns_lane=self.owns_lane,
+        )
         # One pass at a time: a second caller waits and continues from where the first ended,
         # instead of reading (and delivering) the same batch concurrently.
         self._pass = asyncio.Lock()
         self.active = True  # False once the bus dropped this runner (lease lost, stopping)
-
-    @property
-    def _dead_blocks(self) -> bool:
-        return self.subscription.dead_letter == "block_aggregate"
 
     def lane(self, key: str) -> int:
         return lane_of(key, self.concurrency)
@@ -138,11 +126,7 @@ class SubscriptionRunner:
                 self.batch_size,
             )
             self._careful_left = self.batch_size
-        async with self.database.connect() as conn:
-            heads = await self.store.heads(
-                conn, self.subscription.name, include_dead=self._dead_blocks
-            )
-        self._blocked = {h.ordering_key: h.position for h in heads}
+        await self.parked.load()
 
     async def run_once(self, head: int | None = None) -> int:
         """Deliver (or park) one batch; returns how far it moved (0: caught up).
@@ -244,7 +228,7 @@ class SubscriptionRunner:
                 )
                 if isinstance(verdict, DeadLetter):
                     # This very event was in flight crash_limit times: don't run it again.
-                    await self._park_failure(envelopes[0], crashed, verdict)
+                    await self.parked.park_failure(envelopes[0], crashed, verdict)
                     envelopes = []
         lanes: dict[int, list[Envelope]] = defaultdict(list)
         for env in envelopes:
@@ -269,6 +253,11 @@ class SubscriptionRunner:
         return upto - start
 
     @property
+    def delivered(self) -> int:
+        """Events delivered by this runner (on a first attempt or from the parked ones)."""
+        return self._delivered + self.parked.delivered
+
+    @property
     def unsaved(self) -> bool:
         """Whether the position delivered so far is not stored yet (see :meth:`run_once`)."""
         return self._unsaved
@@ -291,158 +280,31 @@ class SubscriptionRunner:
         return DeliveryPolicy.of(self.subscription, crash_limit=self.crash_limit)
 
     async def _handle(self, env: Envelope) -> None:
-        key = env.ordering_key
-        if key in self._blocked:
-            async with self._key_locks[key]:
-                if key in self._blocked:
-                    head = self._blocked[key]
-                    if head is not None and env.position is not None and env.position < head:
-                        return  # delivered before its successor failed (a redelivered batch)
-                    verdict = decide(
-                        self.policy, envelope=env, held_by=Head(f"position {head}", dead=False)
-                    )
-                    assert isinstance(verdict, WaitBehind)
-                    async with self.database.connect() as conn:
-                        await self.store.park(
-                            conn, self.subscription.name, env, state=PARKED_WAITING, attempts=0
-                        )
-                        await conn.commit()
-                    return
+        if await self.parked.hold_back(env):
+            return
         failure = await attempt_delivery(self.subscription, env, 1, self.policy)
         if failure is None:
-            self.delivered += 1
+            self._delivered += 1
             return
-        exc, verdict = failure
-        await self._park_failure(env, exc, verdict)
-
-    async def _park_failure(
-        self, env: Envelope, exc: BaseException, verdict: RetryAfter | DeadLetter
-    ) -> None:
-        key = env.ordering_key
-        retrying = isinstance(verdict, RetryAfter)
-        delay = verdict.delay if isinstance(verdict, RetryAfter) else None
-        attempts = verdict.attempts if isinstance(verdict, DeadLetter) else 1
-        async with self._key_locks[key]:
-            async with self.database.connect() as conn:
-                await self.store.park(
-                    conn,
-                    self.subscription.name,
-                    env,
-                    state=PARKED_RETRY if retrying else PARKED_DEAD,
-                    attempts=attempts,
-                    delay=delay,
-                    error=exc,
-                )
-                await conn.commit()
-            if retrying or (isinstance(verdict, DeadLetter) and verdict.holds):
-                self._blocked.setdefault(key, env.position)
-        log_failure(log, self.subscription.name, env, exc, verdict)
-        if not retrying:
-            record_dead_lettered(self.subscription.name)
-        if retrying:
-            self.retry_wakeup.set()
+        await self.parked.park_failure(env, *failure)
 
     async def run_retries(self) -> float | None:
-        """Deliver due retries and release what waits behind them.
+        """Deliver due retries and release what waits behind them (see
+        :meth:`ParkedEvents.run_retries`); seconds until the next retry is due, or None."""
+        return await self.parked.run_retries()
 
-        Returns seconds until the next retry is due (None when none is scheduled).
-        """
-        async with self.database.connect() as conn:
-            heads = await self.store.heads(
-                conn, self.subscription.name, include_dead=self._dead_blocks
-            )
-        now = utcnow()
-        next_due: float | None = None
-        seen = set()
-        for head in heads:
-            seen.add(head.ordering_key)
-            if not self.owns_lane(self.lane(head.ordering_key)):
-                continue
-            if head.ordering_key not in self._blocked:
-                self._blocked[head.ordering_key] = head.position
-            if head.state == PARKED_DEAD:
-                continue
-            if head.state == PARKED_RETRY:
-                wait = (_aware(head.next_attempt_at) - now).total_seconds()
-                if wait > 0:
-                    next_due = wait if next_due is None else min(next_due, wait)
-                    continue
-            await self._release(head.ordering_key)
-        for key in [k for k in self._blocked if k not in seen]:
-            await self._release(key)  # purged elsewhere: unblock
-        return next_due
+    @property
+    def retry_wakeup(self) -> asyncio.Event:
+        """Set when a retry was scheduled: the retry loop looks again."""
+        return self.parked.retry_wakeup
 
-    async def _release(self, key: str) -> None:
-        """Deliver a key's parked events in order until one fails or must wait."""
-        self._releasing += 1
-        try:
-            async with self._key_locks[key]:
-                while True:
-                    async with self.database.connect() as conn:
-                        row = await self.store.first_of_key(
-                            conn, self.subscription.name, key, include_dead=self._dead_blocks
-                        )
-                    if row is None:
-                        self._blocked.pop(key, None)
-                        return
-                    self._blocked[key] = row.position
-                    if row.state == PARKED_DEAD:
-                        return
-                    if row.state == PARKED_RETRY and _aware(row.next_attempt_at) > utcnow():
-                        self.retry_wakeup.set()
-                        return
-                    if not await self._redeliver(row):
-                        return
-        finally:
-            self._releasing -= 1
-
-    async def _redeliver(self, row: Parked) -> bool:
-        number = row.attempts + 1
-        env: Envelope | None = None
-        failure: Failed | None
-        try:
-            env = row.envelope
-        except PoisonEvent as unreadable:  # the parked copy itself cannot be read
-            failure = (
-                unreadable,
-                DeadLetter(Failure.of(unreadable).reason, number, self.policy.blocks),
-            )
-        else:
-            failure = await attempt_delivery(self.subscription, env, number, self.policy)
-        if failure is not None:
-            error, verdict = failure
-            async with self.database.connect() as conn:
-                await self.store.set_state(
-                    conn,
-                    row.id,
-                    state=PARKED_RETRY if isinstance(verdict, RetryAfter) else PARKED_DEAD,
-                    attempts=number,
-                    delay=verdict.delay if isinstance(verdict, RetryAfter) else None,
-                    error=error,
-                )
-                await conn.commit()
-            if env is not None:
-                log_failure(log, self.subscription.name, env, error, verdict)
-            if isinstance(verdict, DeadLetter):
-                record_dead_lettered(self.subscription.name)
-            # Under `continue` a dead letter does not hold back the events parked behind it.
-            return isinstance(verdict, DeadLetter) and not verdict.holds
-        self.delivered += 1
-        async with self.database.connect() as conn:
-            await self.store.remove(conn, row.id)
-            await conn.commit()
-        return True
+    @property
+    def releasing(self) -> bool:
+        """Whether parked events are being delivered right now."""
+        return self.parked.releasing > 0
 
     async def has_pending(self, head: int) -> bool:
         """True while events up to ``head`` are not yet delivered or dead-lettered."""
-        if self.position < head or self._releasing:
+        if self.position < head or self.parked.releasing:
             return True
-        if not self._blocked:
-            return False
-        async with self.database.connect() as conn:
-            heads = await self.store.heads(
-                conn, self.subscription.name, include_dead=self._dead_blocks
-            )
-        return any(
-            h.state != PARKED_DEAD for h in heads if self.owns_lane(self.lane(h.ordering_key))
-        )
+        return await self.parked.pending()

@@ -30,7 +30,8 @@ from dddframe.domain.events import DomainEvent, EventRegistry
 from dddframe.outbox.status import RelayStatus, SubscriptionStatus, SystemStatus
 
 if TYPE_CHECKING:
-    from dddframe.bus.dead_letters import DeadLetter, DeadLetterSelection, DeadLetterStore
+    from dddframe.bus.dead_letter_store import DeadLetterStore
+    from dddframe.bus.dead_letters import DeadLetter, DeadLetterSelection
     from dddframe.database import Database
     from dddframe.engine.engine import Engine
 

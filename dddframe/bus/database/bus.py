@@ -27,7 +27,7 @@ from sqlalchemy import select
 from dddframe.bus.database.half import HalfMessage, HalfMessages
 from dddframe.bus.database.options import DatabaseListenerOptions
 from dddframe.bus.database.ownership import MEMBER, SUB, WORKER, Ownership
-from dddframe.bus.dead_letters import DeadLetterStore
+from dddframe.bus.dead_letter_store import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.loops import DeliveryLoops
 from dddframe.bus.protocol import BusRuntime
@@ -313,7 +313,7 @@ class DatabaseBus:
 
     async def _parked_pending(self, subscription: str, policy: str) -> bool:
         runner = self.runners.get(subscription)
-        if runner is not None and runner._releasing:
+        if runner is not None and runner.releasing:
             return True
         store = self.runtime.dead_letters
         async with self.runtime.database.connect() as conn:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from dddframe.bus.dead_letters import DeadLetterStore
+from dddframe.bus.dead_letter_store import DeadLetterStore
 from dddframe.bus.delivery import SubscriptionRunner
 from dddframe.bus.inprocess.options import InProcessListenerOptions
 from dddframe.bus.loops import DeliveryLoops

@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer, TopicPartition
-from sqlalchemy import select
+from aiokafka import AIOKafkaProducer
 
 from dddframe.bus.kafka.config import KafkaCluster, clusters_from_env
 from dddframe.bus.kafka.consumer import GroupConsumer, group_start
 from dddframe.bus.kafka.dead_letters import KafkaDeadLetters
+from dddframe.bus.kafka.drain import drain
 from dddframe.bus.kafka.handling import RecordHandler, RetryMode
 from dddframe.bus.kafka.options import KafkaListenerOptions
 from dddframe.bus.kafka.push import push_deliver
@@ -37,10 +37,8 @@ from dddframe.domain.events import DomainEvent
 from dddframe.domain.limits import KAFKA_TOPIC_MAX, check_headers, check_name
 from dddframe.errors import ConfigurationError, NotStarted
 from dddframe.outbox.leases import process_owner
-from dddframe.outbox.reader import OutboxReader
-from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.status import SystemStatus
-from dddframe.outbox.tables import OUTBOX_CHANNEL, positions_table
+from dddframe.outbox.tables import OUTBOX_CHANNEL
 from dddframe.outbox.wakeup import PostgresWakeup
 
 __all__ = ["KafkaBus"]
@@ -404,79 +402,4 @@ class KafkaBus:
         """Wait until the relays sent every committed event and this process's consumers
         processed everything on their partitions (retries included), and nothing the
         listeners committed meanwhile (the next step of a chain) is left to relay."""
-        deadline = time.monotonic() + timeout
-        while True:
-            head = await self._relays_caught_up(deadline, timeout)
-            # Fresh high watermarks: from fetch responses received after the relays caught up.
-            since = int(time.time() * 1000) + 50
-            previous: dict[TopicPartition, int] | None = None
-            while True:
-                ends, pending = await self._consumer_state(since)
-                if not pending and ends == previous:
-                    break
-                previous = None if pending else ends
-                self._check_deadline(deadline, timeout, f"consumers pending: {pending}")
-                await asyncio.sleep(0.02)
-            if await self._outbox_head() == head:
-                return
-
-    async def _outbox_head(self) -> int:
-        async with self.runtime.database.connect() as conn:
-            await Sequencer().sequence(conn)
-            return await OutboxReader().head(conn)
-
-    async def _relays_caught_up(self, deadline: float, timeout: float) -> int:
-        """Wait until every relay reached the outbox head; returns that head."""
-        names = [f"relay.kafka.{c}" for c in self.clusters]
-        while True:
-            async with self.runtime.database.connect() as conn:
-                await Sequencer().sequence(conn)
-                head = await OutboxReader().head(conn)
-                rows = await conn.execute(
-                    select(positions_table.c.subscription, positions_table.c.position).where(
-                        positions_table.c.subscription.in_(names)
-                    )
-                )
-                positions = {r[0]: int(r[1]) for r in rows}
-            behind = [n for n in names if positions.get(n, 0) < head]
-            if not behind:
-                return head
-            self._check_deadline(deadline, timeout, f"relays behind head {head}: {behind}")
-            self.notify([])
-            await asyncio.sleep(0.01)
-
-    @staticmethod
-    def _check_deadline(deadline: float, timeout: float, what: str) -> None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"drain() gave up after {timeout}s; {what}")
-
-    async def _consumer_state(self, since: int) -> tuple[dict[TopicPartition, int], list[str]]:
-        """High watermarks of this process's partitions, and those not processed up to them.
-
-        High watermarks come from fetch responses (ListOffsets is wrong on some brokers).
-        """
-        ends: dict[TopicPartition, int] = {}
-        pending: list[str] = []
-        for gc in self.consumers:
-            consumer = gc.consumer
-            if consumer is None or not gc.joined.is_set():
-                pending.append(f"{gc.group_id} (joining)")
-                continue
-            for tp in sorted(gc.assignment()):
-                high, polled = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
-                if high is None or polled is None or polled < since:
-                    pending.append(f"{tp} (not fetched yet)")
-                    continue
-                ends[tp] = high
-                part = gc.partitions.get(tp)
-                if part is None:  # nothing fetched since it was assigned
-                    done = await consumer.position(tp) >= high
-                else:
-                    done = (
-                        not part.unfinished
-                        and part.processed is not None
-                        and part.processed >= high
-                    )
-                if not done:
-                    pending.append(str(tp))
-        return ends, pending
+        await drain(self, timeout)
