@@ -125,6 +125,7 @@ class AmqpBus:
         self.relay: AmqpRelay | None = None
         self._runtime: BusRuntime | None = None
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._probe: aio_pika.abc.AbstractChannel | None = None  # for passive declares
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup: PostgresWakeup | None = None
         self.dead_letters = AmqpDeadLetters(
@@ -211,6 +212,7 @@ class AmqpBus:
             await consumer.start(self.prefetch)
             self.consumers.append(consumer)
         await channel.close()
+        await self._close_probe()
         if self.relay_enabled:
             self.relay = AmqpRelay(
                 self.url,
@@ -264,15 +266,22 @@ class AmqpBus:
         return await self.runtime.engine.publish(name, payload, key=key, headers=headers)
 
     async def _queue_exists(self, name: str) -> bool:
-        channel = await self._new_channel()  # a failed passive declare closes its channel
+        """A passive declare on a probe channel kept while queues are found (a failed passive
+        declare closes its channel: the next call opens another)."""
+        if self._probe is None or self._probe.is_closed:
+            self._probe = await self._new_channel()
         try:
-            await channel.declare_queue(name, passive=True)
+            await self._probe.declare_queue(name, passive=True)
             return True
         except aio_pika.exceptions.ChannelClosed:
+            self._probe = None
             return False
-        finally:
+
+    async def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
             with contextlib.suppress(Exception):
-                await channel.close()
+                await probe.close()
 
     async def _queue_depth(self, channel: aio_pika.abc.AbstractChannel, name: str) -> int:
         try:
