@@ -37,6 +37,7 @@ __all__ = [
     "PositionExpired",
     "PushFailed",
     "RetryInterrupted",
+    "ScheduleNotFound",
     "SchemaNotReady",
     "UnknownCommand",
     "UnknownEventName",
@@ -104,6 +105,10 @@ class PoisonEvent(DddframeError):
 
 class DeadLetterNotFound(DddframeError, LookupError):
     """No dead letter with that id exists (it may have been replayed or purged)."""
+
+
+class ScheduleNotFound(DddframeError, LookupError):
+    """No scheduled command with that id exists."""
 
 
 class PositionExpired(DddframeError):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,8 +27,9 @@ from dddframe.bus.listener import (
 )
 from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.subscription import Subscription
+from dddframe.context import current_headers
 from dddframe.database import Database
-from dddframe.domain.envelope import Envelope
+from dddframe.domain.envelope import CORRELATION_ID, Envelope
 from dddframe.domain.events import DomainEvent, EventRegistry, default_registry
 from dddframe.domain.limits import check_headers
 from dddframe.domain.model import Model
@@ -32,6 +37,7 @@ from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
+from dddframe.engine.schedules import ScheduleDispatcher, Schedules
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     ConfigurationError,
@@ -39,6 +45,7 @@ from dddframe.errors import (
     PoisonEvent,
     close_matches,
 )
+from dddframe.outbox.leases import process_owner
 from dddframe.outbox.schema import create_schema, drop_schema
 
 __all__ = ["Application"]
@@ -109,6 +116,9 @@ class Application:
         self._dead_letters: DeadLetterStore | None = None
         self._bus_started = False
         self._runtime: BusRuntime | None = None
+        self._schedules: Schedules | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._dispatching: ScheduleDispatcher | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -147,6 +157,7 @@ class Application:
             conflict_retry=self.conflict_retry,
         )
         self._engine = engine
+        self._schedules = Schedules(database, list(handlers))
         for h in handlers.values():
             check_services(list(h.params), self.injector, f"handler of {h.command.__name__}")
         self.subscriptions = self._subscriptions(engine)
@@ -160,6 +171,11 @@ class Application:
             raise
 
     async def stop(self) -> None:
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
         if self._bus_started:
             await self.bus.stop()
             self._bus_started = False
@@ -272,6 +288,11 @@ class Application:
         )
         await self.bus.start(self._runtime)
         self._bus_started = True
+        if self.consume and self._dispatcher is None:  # workers run the due schedules
+            assert self._schedules is not None
+            dispatcher = ScheduleDispatcher(self._schedules, self.engine, owner=process_owner())
+            self._dispatching = dispatcher
+            self._dispatcher = asyncio.create_task(dispatcher.run(), name="dddframe-schedules")
 
     def _notify(self, envelopes: Sequence[Envelope]) -> None:
         self.bus.notify(envelopes)
@@ -326,6 +347,38 @@ class Application:
         if not self._bus_started:
             raise NotStarted("The bus is not running: call `await app.create_schema()` first.")
         await self.bus.drain(timeout)
+
+    @property
+    def schedules(self) -> Schedules:
+        """The scheduled commands: ``get``, ``list``, ``cancel`` (see :meth:`schedule`)."""
+        self._require_started()
+        assert self._schedules is not None
+        return self._schedules
+
+    async def schedule(
+        self,
+        command: Command,
+        *,
+        at: datetime | None = None,
+        after: timedelta | None = None,
+    ) -> uuid.UUID:
+        """Run ``command`` at ``at`` (an aware datetime) or ``after`` (a timedelta) from now;
+        returns the schedule's id. Inside a unit of work (a handler, a listener's ``ctx.run``)
+        it is stored in that transaction, so a rolled-back command schedules nothing. A worker
+        (``consume=True``) runs it when due, at least once and in effect once (see
+        :mod:`dddframe.engine.schedules`); the correlation id of the current command travels
+        with it."""
+        correlation = (current_headers.get() or {}).get(CORRELATION_ID)
+        headers = {CORRELATION_ID: correlation} if correlation else None
+        schedule_id = await self.schedules.schedule(command, at=at, after=after, headers=headers)
+        if self._dispatching is not None and current_unit_of_work.get() is None:
+            self._dispatching.wake.set()  # due soon, perhaps: look now
+        return schedule_id
+
+    async def cancel_schedule(self, schedule_id: uuid.UUID | str) -> bool:
+        """Cancel a scheduled command that has not run: True if it was pending, False if it
+        ran, failed or was cancelled already; ScheduleNotFound for an unknown id."""
+        return await self.schedules.cancel(schedule_id)
 
     async def publish(
         self,

@@ -13,6 +13,7 @@ read, 2 a usage or configuration error, 3 dead letters exist, 4 a subscription l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import typer
@@ -30,8 +31,11 @@ __all__ = ["application_status", "status"]
 
 async def application_status(app: Application) -> SystemStatus:
     """The :class:`~dddframe.outbox.status.SystemStatus` of a started application, as its
-    transport reports it (``await app.bus.status()``)."""
-    return await app.bus.status()
+    transport reports it (``await app.bus.status()``), with the oldest overdue scheduled
+    command (from the database, whatever the transport)."""
+    found = await app.bus.status()
+    overdue = await app.schedules.oldest_overdue()
+    return dataclasses.replace(found, oldest_overdue_schedule=overdue)
 
 
 async def _read(app_spec: str) -> SystemStatus:
@@ -65,6 +69,12 @@ def _render(result: SystemStatus, console: Console) -> None:
         console.print(relays)
     if result.unsequenced:
         console.print(f"{result.unsequenced} committed event(s) not sequenced yet")
+    if result.oldest_overdue_schedule is not None:
+        late = (result.at - result.oldest_overdue_schedule).total_seconds()
+        console.print(
+            f"scheduled commands: the oldest pending one was due "
+            f"{result.oldest_overdue_schedule:%Y-%m-%d %H:%M:%S} UTC ({max(late, 0):.0f} s ago)"
+        )
 
 
 def status(

@@ -7,7 +7,7 @@ part after the tables (what a migration tool does not generate from the metadata
 :func:`check_schema` tells a process whether the database is ready for this dddframe.
 
 >>> print(server_ddl("sqlite")[-1])
-INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 1);
+INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 2);
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = [
     "server_ddl",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version of the framework's schema this dddframe needs (raised whenever it changes)."""
 SCHEMA_NAME = "dddframe"
 """The ``dddframe_schema`` row that holds it."""

@@ -113,13 +113,16 @@ class RelayStatus:
 @dataclass(frozen=True, slots=True)
 class SystemStatus:
     """The whole picture at ``at``: ``head`` is the highest sequenced position, ``unsequenced``
-    counts committed rows not numbered yet (the sequencer runs after every commit)."""
+    counts committed rows not numbered yet (the sequencer runs after every commit).
+    ``oldest_overdue_schedule`` is the due time of the oldest scheduled command still pending
+    (None when none is due; set by ``dddframe status`` from the schedules table)."""
 
     at: datetime
     head: int
     unsequenced: int
     subscriptions: list[SubscriptionStatus] = field(default_factory=list)
     relays: list[RelayStatus] = field(default_factory=list)
+    oldest_overdue_schedule: datetime | None = None
 
     @property
     def dead_letters(self) -> int:

@@ -60,6 +60,7 @@ __all__ = [
     "outbox_table",
     "parked_table",
     "positions_table",
+    "schedules_table",
     "schema_table",
 ]
 
@@ -206,6 +207,24 @@ parked_table = Table(
     Index("ix_dddframe_parked_key", "subscription", "ordering_key", "id"),
     Index("ix_dddframe_parked_due", "subscription", "state", "next_attempt_at"),
 )
+
+schedules_table = Table(
+    "dddframe_schedules",
+    framework_metadata,
+    Column("id", String(36), primary_key=True),
+    Column("command", String(NAME_MAX), nullable=False),
+    Column("payload", _LongText, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("due_at", _Timestamp, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("updated_at", _Timestamp, nullable=False),
+    Index("ix_dddframe_schedules_due", "state", "due_at"),
+)
+"""Scheduled commands (:mod:`dddframe.engine.schedules`): ``pending`` until dispatched
+(``done``), ``cancelled`` or ``failed``."""
 
 inbox_table = Table(
     "dddframe_inbox",

@@ -1,0 +1,130 @@
+"""``dddframe schedules list|cancel``: the scheduled commands of an application.
+
+Stored texts (command names, errors) are shown as data: markup escaped, control characters
+removed. Exit codes (:mod:`dddframe.cli.exits`): 0 done (an empty list too), 1 cannot read,
+2 bad usage, 5 nothing to cancel (unknown id, or it ran, failed or was cancelled already); with
+``--json`` "nothing to cancel" is an answer (``{"cancelled": false}``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from dddframe.app.application import Application
+from dddframe.cli.exits import EXIT_NOTHING_DONE
+from dddframe.cli.loading import load_app, prepare_schema
+from dddframe.cli.output import console, safe
+from dddframe.engine.schedules import SCHEDULE_STATES, Schedule
+from dddframe.errors import ScheduleNotFound
+
+app = typer.Typer(help="List and cancel scheduled commands.", no_args_is_help=True)
+T = TypeVar("T")
+
+APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
+JSON = typer.Option(False, "--json", help="Machine-readable output")
+
+
+def _run(app_spec: str, action: Callable[[Application], Awaitable[T]]) -> T:
+    async def main() -> T:
+        application = load_app(app_spec, consume=False)
+        await prepare_schema(application, create=False)
+        async with application:
+            return await action(application)
+
+    return asyncio.run(main())
+
+
+def _as_dict(s: Schedule) -> dict[str, Any]:
+    return {
+        "id": str(s.id),
+        "command": s.command,
+        "due_at": s.due_at.isoformat(),
+        "state": s.state,
+        "attempts": s.attempts,
+        "error": s.error,
+        "created_at": s.created_at.isoformat(),
+        "payload": s.payload,
+    }
+
+
+@app.command("list")
+def list_(
+    app_spec: str = APP_OPTION,
+    state: str = typer.Option(
+        "pending", "--state", help=f"{', '.join(SCHEDULE_STATES)} or all (default: pending)"
+    ),
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = JSON,
+) -> None:
+    """List scheduled commands, soonest due first; the title says how overdue the oldest is."""
+    if state not in (*SCHEDULE_STATES, "all"):
+        raise typer.BadParameter(f"--state must be {', '.join(SCHEDULE_STATES)} or all")
+    states = SCHEDULE_STATES if state == "all" else (state,)
+
+    async def read(a: Application) -> tuple[list[Schedule], Any]:
+        return await a.schedules.list(
+            states=states, limit=limit
+        ), await a.schedules.oldest_overdue()
+
+    found, overdue = _run(app_spec, read)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "schedules": [_as_dict(s) for s in found],
+                    "oldest_overdue": overdue.isoformat() if overdue else None,
+                },
+                indent=2,
+            )
+        )
+        return
+    title = f"{len(found)} scheduled command(s), state={state}"
+    if overdue is not None:
+        title += f"; the oldest pending one was due at {overdue:%Y-%m-%d %H:%M:%S} UTC"
+    table = Table(title=title)
+    for column in ("id", "command", "due", "state", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(
+            str(s.id),
+            safe(s.command),
+            s.due_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s.state,
+            str(s.attempts),
+            safe((s.error or "")[:120]),
+        )
+    console().print(table)
+
+
+@app.command()
+def cancel(
+    schedule_id: str = typer.Argument(..., help="The id shown by `list`"),
+    app_spec: str = APP_OPTION,
+    as_json: bool = JSON,
+) -> None:
+    """Cancel a scheduled command that has not run yet."""
+    try:
+        cancelled = _run(app_spec, lambda a: a.cancel_schedule(schedule_id))
+    except ScheduleNotFound as exc:
+        if as_json:
+            typer.echo(json.dumps({"cancelled": False, "found": False}))
+            return
+        typer.echo(f"dddframe: {safe(exc, markup=False)}", err=True)
+        raise typer.Exit(EXIT_NOTHING_DONE) from exc
+    if as_json:
+        typer.echo(json.dumps({"cancelled": cancelled, "found": True}))
+        return
+    if not cancelled:
+        typer.echo(
+            f"dddframe: schedule {schedule_id} ran, failed or was cancelled already; "
+            "nothing to cancel.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_NOTHING_DONE)
+    typer.echo(f"cancelled schedule {schedule_id}")
