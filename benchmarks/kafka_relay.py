@@ -7,6 +7,9 @@
    bare AIOKafkaProducer with the same settings (acks="all", same linger, idempotence as the
    cluster), ``await send()`` each then gather. Prints ``raw aiokafka: N records/s`` and
    ``ratio: X`` (relay / raw). For scale, the same records without headers are sent too.
+   Then the naive outbox read of the same table (batches of 2,000 by position, decoded, sent
+   nowhere): ``relay / outbox read`` is the target ratio (>= 0.7), since a relay that batches
+   should be bounded by reading the outbox, not by sending.
 3. Latency: a writer commits 1,000 events/s (one command of 10 events every 10 ms) while the
    relay runs in the same process and a consumer group delivers to a listener; latency =
    listener time - occurred_at (stamped while the command runs, just before its commit).
@@ -28,14 +31,14 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Aggregate, Application, Command, Envelope, Module, Repository
 from dddframe.bus.kafka import KafkaBus, KafkaCluster
 from dddframe.bus.kafka.records import to_record
 from dddframe.bus.kafka.relay import Relay, ensure_topics
-from dddframe.outbox.records import envelope_to_row
+from dddframe.outbox.records import envelope_to_row, row_to_envelope
 from dddframe.outbox.sequencer import Sequencer
 from dddframe.outbox.tables import outbox_table
 from dddframe.testing import reset_database
@@ -110,6 +113,29 @@ def modules() -> list[Module]:
     return [items, watch]
 
 
+async def naive_read_rate(app: Application) -> float:
+    """Rows/s of the naive outbox read the relay must beat: batches of 2,000 by position,
+    each row decoded into an envelope, nothing sent (what bounds a relay that batches)."""
+    started = time.perf_counter()
+    after = read = 0
+    async with app.database.connect() as conn:
+        while read < COUNT:
+            rows = (
+                await conn.execute(
+                    select(outbox_table)
+                    .where(outbox_table.c.position > after)
+                    .order_by(outbox_table.c.position)
+                    .limit(2000)
+                )
+            ).all()
+            if not rows:
+                break
+            envelopes = [row_to_envelope(r._mapping) for r in rows]
+            after = envelopes[-1].position or after
+            read += len(envelopes)
+    return read / (time.perf_counter() - started)
+
+
 async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> None:
     await reset_database(URL)
     bus = KafkaBus(clusters={"default": cluster}, relay=False, topic_prefix=prefix)
@@ -147,6 +173,7 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
             await relay.run_once()
         relay_rate = COUNT / (time.perf_counter() - started)
         await relay.close()
+        read_rate = await naive_read_rate(app)
 
     records = [to_record(e) for e in envelopes]
     producer = AIOKafkaProducer(**cluster.producer_options())
@@ -170,6 +197,8 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
     print(f"relay: {relay_rate:,.0f} records/s ({COUNT:,} PostgreSQL outbox events, acks=all)")
     print(f"raw aiokafka: {raw_rate:,.0f} records/s (same records, same settings)")
     print(f"ratio: {relay_rate / raw_rate:.2f}")
+    print(f"naive outbox read: {read_rate:,.0f} rows/s (the same table, batches of 2,000)")
+    print(f"relay / outbox read: {relay_rate / read_rate:.2f} (target >= 0.7)")
     print(f"raw aiokafka without headers: {bare_rate:,.0f} records/s (for scale only)")
 
 
