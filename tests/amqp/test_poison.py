@@ -82,6 +82,10 @@ def _long_header_name(row: dict[str, Any]) -> None:
     row["headers"] = json.dumps({"k" * 300: "v", "x-kept": "yes"})
 
 
+def _big_headers(row: dict[str, Any]) -> None:
+    row["headers"] = json.dumps({"x-big": "h" * 150_000})  # over RabbitMQ's 128 KiB frame
+
+
 def _oversized(row: dict[str, Any]) -> None:
     row["payload"] = json.dumps({"n": 1, "pad": "x" * 300_000})
 
@@ -89,6 +93,7 @@ def _oversized(row: dict[str, Any]) -> None:
 AMQP_REFUSED = {  # aggregate -> (how its first row is spoiled, the reason of its dead letter)
     "long-header": (_long_header_name, "longer than an AMQP header name may be"),
     "too-big": (_oversized, "max_message_size"),
+    "big-headers": (_big_headers, "more than an AMQP frame carries"),
 }
 LONG_NAME = OPENED + "." + "é" * 200  # 200 characters fit the column, 400 bytes no routing key
 

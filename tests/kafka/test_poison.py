@@ -73,6 +73,7 @@ KAFKA_REFUSED = {  # aggregate -> (how its first row is spoiled, the reason of i
     "bad-chars": (_header(ROUTE_TOPIC, "a topic/with\x1b[31m"), "is not a valid Kafka topic"),
     "no-cluster": (_header(ROUTE_CLUSTER, "nowhere"), "names cluster 'nowhere'"),
     "too-big": (_oversized, "max_request_size"),
+    "big-headers": (_header("x-big", "h" * 1_200_000), "max_request_size"),
 }
 
 

@@ -28,7 +28,7 @@ from dddframe.bus.amqp.messages import POSITION, to_message
 from dddframe.bus.amqp.topology import Topology
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
-from dddframe.domain.limits import AMQP_NAME_MAX_BYTES
+from dddframe.domain.limits import AMQP_NAME_MAX_BYTES, HEADERS_MAX_BYTES
 from dddframe.observability.tracing import relay_span
 from dddframe.outbox.relay import OutboxRelay
 
@@ -135,9 +135,15 @@ class AmqpRelay(OutboxRelay):
                 f"an AMQP header name may be ({AMQP_NAME_MAX_BYTES})"
             )
             env = replace(env, headers={k: v for k, v in env.headers.items() if k not in long})
-        size = len(env.payload_json.encode()) + sum(
-            len(k.encode()) + len(v.encode()) for k, v in env.headers.items()
-        )
+        header_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in env.headers.items())
+        if header_bytes > HEADERS_MAX_BYTES:  # a content header frame must fit one frame
+            problems.append(
+                f"its headers take {header_bytes} bytes, more than an AMQP frame carries "
+                f"safely ({HEADERS_MAX_BYTES}); they were dropped"
+            )
+            env = replace(env, headers={})
+            header_bytes = 0
+        size = len(env.payload_json.encode()) + header_bytes
         too_big = size > self.max_message_size
         if too_big:
             problems.append(

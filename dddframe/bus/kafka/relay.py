@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +31,7 @@ from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
 from dddframe.observability.tracing import relay_span
+from dddframe.outbox.records import UNDECODABLE
 from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["Relay", "ensure_topics"]
@@ -209,6 +211,9 @@ class Relay(OutboxRelay):
         if problems:
             env = self.refuse(env, "; ".join(problems), drop_payload=too_big)
             record = to_record(env)
+            if record_size(record) > self.cluster.max_request_size:  # the headers, then
+                env = replace(env, headers={UNDECODABLE: env.headers[UNDECODABLE]})
+                record = to_record(env)
         return topic, env, record
 
     async def _send_batches(
