@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
 
 from dddframe.bus.attempts import Failed, attempt_delivery, log_failure
 from dddframe.bus.dead_letter_store import DeadLetterStore
@@ -33,18 +32,12 @@ from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 from dddframe.observability.metrics import record_dead_lettered
-from dddframe.outbox.records import utcnow
+from dddframe.outbox.records import as_utc, utcnow
 from dddframe.outbox.tables import PARKED_DEAD, PARKED_RETRY, PARKED_WAITING
 
 __all__ = ["ParkedEvents"]
 
 log = logging.getLogger("dddframe.delivery")
-
-
-def _aware(dt: datetime | None) -> datetime:
-    if dt is None:
-        return utcnow()
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=utcnow().tzinfo)
 
 
 class ParkedEvents:
@@ -159,7 +152,7 @@ class ParkedEvents:
             if head.state == PARKED_DEAD:
                 continue
             if head.state == PARKED_RETRY:
-                wait = (_aware(head.next_attempt_at) - now).total_seconds()
+                wait = ((as_utc(head.next_attempt_at) or utcnow()) - now).total_seconds()
                 if wait > 0:
                     next_due = wait if next_due is None else min(next_due, wait)
                     continue
@@ -184,7 +177,10 @@ class ParkedEvents:
                     self.blocked[key] = row.position
                     if row.state == PARKED_DEAD:
                         return
-                    if row.state == PARKED_RETRY and _aware(row.next_attempt_at) > utcnow():
+                    if (
+                        row.state == PARKED_RETRY
+                        and (as_utc(row.next_attempt_at) or utcnow()) > utcnow()
+                    ):
                         self.retry_wakeup.set()
                         return
                     if not await self._redeliver(row):

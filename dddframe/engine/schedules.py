@@ -46,7 +46,7 @@ from dddframe.errors import (
 )
 from dddframe.ids import uuid7
 from dddframe.outbox.leases import Leases
-from dddframe.outbox.records import utcnow
+from dddframe.outbox.records import as_utc, utcnow
 from dddframe.outbox.tables import schedules_table
 
 if TYPE_CHECKING:
@@ -97,10 +97,6 @@ class Schedule:
     updated_at: datetime
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-
-
 def _row(r: Any) -> Schedule:
     m = r._mapping
     return Schedule(
@@ -108,12 +104,12 @@ def _row(r: Any) -> Schedule:
         command=m["command"],
         payload=m["payload"],
         headers=m["headers"],
-        due_at=_aware(m["due_at"]),
+        due_at=as_utc(m["due_at"]),
         state=m["state"],
         attempts=m["attempts"],
         error=m["error"],
-        created_at=_aware(m["created_at"]),
-        updated_at=_aware(m["updated_at"]),
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
     )
 
 
@@ -250,7 +246,7 @@ class Schedules:
                     schedules_table.c.state == PENDING, schedules_table.c.due_at <= utcnow()
                 )
             )
-        return _aware(oldest) if oldest is not None else None
+        return as_utc(oldest) if oldest is not None else None
 
 
 def _headers(text: str) -> dict[str, str]:
@@ -361,29 +357,29 @@ class ScheduleDispatcher:
             ran += await self._dispatch(item)
         return ran
 
-    async def _claim(self, item: Schedule) -> bool:
-        """Mark a pending schedule running (from then on it cannot be cancelled); False when
-        it was cancelled or taken meanwhile."""
+    async def _move(self, item: Schedule, from_state: str, **values: Any) -> bool:
+        """Update a schedule that is still in ``from_state``; False when it no longer is
+        (cancelled, or taken by another dispatcher)."""
         async with self.schedules.database.connect() as conn:
-            claimed = await conn.execute(
+            moved = await conn.execute(
                 update(schedules_table)
-                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == PENDING)
-                .values(state=RUNNING, updated_at=utcnow())
+                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == from_state)
+                .values(**values, updated_at=utcnow())
             )
             await conn.commit()
-        return bool(claimed.rowcount == 1)
+        return bool(moved.rowcount == 1)
 
     async def _dispatch(self, item: Schedule) -> int:
-        if not await self._claim(item):
+        # Claimed (running) before it runs: from then on it cannot be cancelled.
+        if not await self._move(item, PENDING, state=RUNNING):
             return 0
         command_type = self.schedules.commands.get(item.command)
-        error: str | None = None
         if command_type is None:
             error = (
                 f"no command named {item.command[:200]!r} is handled by this application "
                 "(renamed or removed?)"
             )
-            await self._finish(item, FAILED, error, item.attempts + 1)
+            await self._move(item, RUNNING, state=FAILED, error=error, attempts=item.attempts + 1)
             return 0
         try:
             command = command_type.model_validate_json(item.payload)
@@ -397,7 +393,7 @@ class ScheduleDispatcher:
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
             if not _retryable(exc) or attempts >= self.max_attempts:
                 log.error("schedule %s (%s) failed: %s", item.id, item.command, error)
-                await self._finish(item, FAILED, error, attempts)
+                await self._move(item, RUNNING, state=FAILED, error=error, attempts=attempts)
             else:
                 delay = min(60.0, 2.0 ** (attempts - 1))
                 log.warning(
@@ -408,35 +404,18 @@ class ScheduleDispatcher:
                     delay,
                     error,
                 )
-                await self._retry_later(item, error, attempts, delay)
-            return 0
-        await self._finish(item, DONE, None, item.attempts + 1)
-        self.dispatched += 1
-        return 1
-
-    async def _finish(self, item: Schedule, state: str, error: str | None, attempts: int) -> None:
-        async with self.schedules.database.connect() as conn:
-            await conn.execute(
-                update(schedules_table)
-                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == RUNNING)
-                .values(state=state, error=error, attempts=attempts, updated_at=utcnow())
-            )
-            await conn.commit()
-
-    async def _retry_later(self, item: Schedule, error: str, attempts: int, delay: float) -> None:
-        async with self.schedules.database.connect() as conn:
-            await conn.execute(
-                update(schedules_table)
-                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == RUNNING)
-                .values(
+                await self._move(
+                    item,
+                    RUNNING,
                     state=PENDING,
                     error=error,
                     attempts=attempts,
                     due_at=utcnow() + timedelta(seconds=delay),
-                    updated_at=utcnow(),
                 )
-            )
-            await conn.commit()
+            return 0
+        await self._move(item, RUNNING, state=DONE, error=None, attempts=item.attempts + 1)
+        self.dispatched += 1
+        return 1
 
 
 def _retryable(exc: Exception) -> bool:

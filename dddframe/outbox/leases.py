@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from dddframe.database import Database
 from dddframe.errors import ConfigurationError
 from dddframe.ids import uuid7
-from dddframe.outbox.records import utcnow
+from dddframe.outbox.records import as_utc, utcnow
 from dddframe.outbox.tables import leases_table
 
 __all__ = ["Leases", "process_owner"]
@@ -31,12 +31,6 @@ def process_owner() -> str:
     """A lease owner name unique to this bus in this process: ``host:pid:random``, so an
     operator can tell which process holds a lease, and two buses in one process differ."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-8:]}"
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=utcnow().tzinfo)  # SQLite/MariaDB return naive UTC
 
 
 def _like_prefix(prefix: str) -> str:
@@ -88,7 +82,7 @@ class Leases:
                     await conn.rollback()
                     return await self._acquire(name)
             owner, expires_at, value = row
-            expires_at = _aware(expires_at)
+            expires_at = as_utc(expires_at)
             if owner not in (None, self.owner) and expires_at is not None and expires_at > now:
                 return False
             result = await conn.execute(
@@ -156,7 +150,7 @@ class Leases:
             ).all()
         out: dict[str, str] = {}
         for name, owner, expires_at in rows:
-            exp = _aware(expires_at)
+            exp = as_utc(expires_at)
             if exp is not None and exp > now and name.startswith(prefix):
                 out[name] = owner
         return out

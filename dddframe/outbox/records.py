@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import DateTime, String
 from sqlalchemy.engine import Dialect
@@ -20,6 +20,7 @@ __all__ = [
     "UNDECODABLE",
     "TolerantTimestamp",
     "as_poison",
+    "as_utc",
     "envelope_to_row",
     "row_to_envelope",
 ]
@@ -205,3 +206,19 @@ class TolerantTimestamp(TypeDecorator[Any]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(dt: datetime) -> datetime: ...
+@overload
+def as_utc(dt: datetime | None) -> datetime | None: ...
+def as_utc(dt: datetime | None) -> datetime | None:
+    """``dt`` with UTC as its zone when the driver handed it back naive (SQLite and MariaDB
+    store UTC without a zone); None stays None.
+
+    >>> as_utc(datetime(2026, 1, 1)).tzinfo is UTC, as_utc(None)
+    (True, None)
+    """
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=UTC)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.database import Database
 from dddframe.errors import InvalidArgument
-from dddframe.outbox.records import utcnow
+from dddframe.outbox.records import as_utc, utcnow
 from dddframe.outbox.tables import (
     PARKED_DEAD,
     PARKED_RETRY,
@@ -65,12 +65,6 @@ class Subscribed(Protocol):
 
     @property
     def event_names(self) -> frozenset[str]: ...
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +158,7 @@ async def _lag(
     oldest = await conn.scalar(
         select(outbox_table.c.occurred_at).where(*cond).order_by(outbox_table.c.position).limit(1)
     )
-    return count, _aware(oldest)
+    return count, as_utc(oldest)
 
 
 async def read_outbox(conn: AsyncConnection) -> SystemStatus:
@@ -195,7 +189,7 @@ async def _positions(
         .where(name.like(RELAY_PREFIX + "%") if relays else name.not_like(RELAY_PREFIX + "%"))
         .order_by(name)
     )
-    return {r[0]: (int(r[1]), _aware(r[2])) for r in rows.all()}
+    return {r[0]: (int(r[1]), as_utc(r[2])) for r in rows.all()}
 
 
 async def read_status(
@@ -246,7 +240,7 @@ async def database_status(
 def age(now: datetime, oldest: datetime | None) -> float:
     """Seconds from ``oldest`` (naive means UTC, as some drivers return it) to ``now``; 0 when
     there is nothing pending."""
-    at = _aware(oldest)
+    at = as_utc(oldest)
     return max(0.0, (now - at).total_seconds()) if at is not None else 0.0
 
 
@@ -264,7 +258,7 @@ async def throughput(
     buckets = {start + timedelta(minutes=i): 0 for i in range(minutes)}
     q = select(outbox_table.c.occurred_at).where(outbox_table.c.occurred_at >= start)
     for (occurred,) in (await conn.execute(q)).all():
-        at = _aware(occurred)
+        at = as_utc(occurred)
         assert at is not None
         key = at.replace(second=0, microsecond=0)
         if key in buckets:
