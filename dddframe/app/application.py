@@ -117,8 +117,9 @@ class Application:
         self._bus_started = False
         self._runtime: BusRuntime | None = None
         self._schedules: Schedules | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._dispatching: ScheduleDispatcher | None = None
+        # The schedule dispatcher of a consuming process, and the task that runs it.
+        self._dispatcher: ScheduleDispatcher | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -171,11 +172,11 @@ class Application:
             raise
 
     async def stop(self) -> None:
-        dispatcher, self._dispatcher = self._dispatcher, None
-        if dispatcher is not None:
-            dispatcher.cancel()
+        task, self._dispatch_task, self._dispatcher = self._dispatch_task, None, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+                await task
         if self._bus_started:
             await self.bus.stop()
             self._bus_started = False
@@ -291,8 +292,8 @@ class Application:
         if self.consume and self._dispatcher is None:  # workers run the due schedules
             assert self._schedules is not None
             dispatcher = ScheduleDispatcher(self._schedules, self.engine, owner=process_owner())
-            self._dispatching = dispatcher
-            self._dispatcher = asyncio.create_task(dispatcher.run(), name="dddframe-schedules")
+            self._dispatcher = dispatcher
+            self._dispatch_task = asyncio.create_task(dispatcher.run(), name="dddframe-schedules")
 
     def _notify(self, envelopes: Sequence[Envelope]) -> None:
         self.bus.notify(envelopes)
@@ -371,8 +372,8 @@ class Application:
         correlation = (current_headers.get() or {}).get(CORRELATION_ID)
         headers = {CORRELATION_ID: correlation} if correlation else None
         schedule_id = await self.schedules.schedule(command, at=at, after=after, headers=headers)
-        if self._dispatching is not None and current_unit_of_work.get() is None:
-            self._dispatching.wake.set()  # due soon, perhaps: look now
+        if self._dispatcher is not None and current_unit_of_work.get() is None:
+            self._dispatcher.wake.set()  # due soon, perhaps: look now
         return schedule_id
 
     async def cancel_schedule(self, schedule_id: uuid.UUID | str) -> bool:
