@@ -11,7 +11,7 @@ from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dddframe.domain.envelope import Envelope
-from dddframe.domain.limits import AGGREGATE_TYPE_MAX, check_headers, check_key, check_name
+from dddframe.domain.limits import check_headers, check_key
 from dddframe.domain.model import Aggregate, Entity, RecordedEvent, _EventRecorder
 from dddframe.engine.repository import Repository
 from dddframe.ids import uuid7
@@ -123,9 +123,10 @@ class UnitOfWork:
                 agg.version = old + max(1, len(recorded))
             agg_type, agg_id = agg.aggregate_type(), str(agg.id)
             if recorded:
-                where = f"aggregate {agg_type!r}"
-                check_name(agg_type, "aggregate type", AGGREGATE_TYPE_MAX, where=where)
-                if not isinstance(agg.id, uuid.UUID):  # a key the user chose
+                # The aggregate type was checked where the class was declared; an id the
+                # user chose (not a UUID) may not fit the ordering key.
+                if not isinstance(agg.id, uuid.UUID):
+                    where = f"aggregate {agg_type!r}"
                     check_key(agg_id, where, aggregate_type=agg_type, what="aggregate id")
                 if base is None:
                     base = check_headers(self.headers, "the command's headers")

@@ -192,7 +192,7 @@ class Relay(OutboxRelay):
                 f"(it has {', '.join(sorted(self.clusters))})"
             )
         topic = self.naming.topic_of(env)
-        problem = topic_problem(topic)
+        problem = None if topic in self._topics else topic_problem(topic)  # known topics: valid
         if problem is not None:
             problems.append(problem)
             topic = self.naming.topic_for(env.name)  # where the listeners of its name read
