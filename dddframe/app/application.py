@@ -37,7 +37,7 @@ from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
 from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
-from dddframe.engine.schedules import ScheduleDispatcher, Schedules
+from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner, Schedules
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     ConfigurationError,
@@ -90,6 +90,7 @@ class Application:
         consume: bool = True,
         groups: Sequence[str] | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        schedule_lease_ttl: float = 10.0,
     ) -> None:
         names = [m.name for m in modules]
         if len(set(names)) != len(names):
@@ -108,6 +109,16 @@ class Application:
         self.consume = consume
         self.groups = frozenset(groups) if groups is not None else None
         self.engine_options = dict(engine_options or {})
+        if (
+            isinstance(schedule_lease_ttl, bool)
+            or not isinstance(schedule_lease_ttl, int | float)
+            or schedule_lease_ttl <= 0
+        ):
+            raise ConfigurationError(
+                "schedule_lease_ttl is how many seconds a worker holds the schedule "
+                f"dispatcher's lease without renewing it (> 0), not {schedule_lease_ttl!r}."
+            )
+        self.schedule_lease_ttl = float(schedule_lease_ttl)
         self.subscriptions: list[Subscription] = []
         self.tx_checkers: dict[str, TxChecker] = {}
         self.injector: _injector.Injector | None = None
@@ -117,6 +128,7 @@ class Application:
         self._bus_started = False
         self._runtime: BusRuntime | None = None
         self._schedules: Schedules | None = None
+        self._schedule_runner: ScheduleRunner | None = None
         # The schedule dispatcher of a consuming process, and the task that runs it.
         self._dispatcher: ScheduleDispatcher | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -159,6 +171,7 @@ class Application:
         )
         self._engine = engine
         self._schedules = Schedules(database, list(handlers))
+        self._schedule_runner = ScheduleRunner(self._schedules, engine)
         for h in handlers.values():
             check_services(list(h.params), self.injector, f"handler of {h.command.__name__}")
         self.subscriptions = self._subscriptions(engine)
@@ -290,8 +303,10 @@ class Application:
         await self.bus.start(self._runtime)
         self._bus_started = True
         if self.consume and self._dispatcher is None:  # workers run the due schedules
-            assert self._schedules is not None
-            dispatcher = ScheduleDispatcher(self._schedules, self.engine, owner=process_owner())
+            assert self._schedule_runner is not None
+            dispatcher = ScheduleDispatcher(
+                self._schedule_runner, owner=process_owner(), lease_ttl=self.schedule_lease_ttl
+            )
             self._dispatcher = dispatcher
             self._dispatch_task = asyncio.create_task(dispatcher.run(), name="dddframe-schedules")
 

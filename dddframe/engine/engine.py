@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from dddframe.domain.limits import MESSAGE_KEY_TYPE, check_headers, check_key, c
 from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
 from dddframe.engine.locks import AsyncioLocker, Locker, PostgresAdvisoryLocker
-from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
+from dddframe.engine.unit_of_work import Claim, UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     CommandValidationError,
     ConcurrencyConflict,
@@ -148,13 +148,16 @@ class Engine:
         lock_keys: Iterable[str] = (),
         headers: Mapping[str, str] | None = None,
         inbox: tuple[str, str] | None = None,
+        claim: Claim | None = None,
     ) -> Any:
         """Run one command in one unit of work and return what its handler returned.
 
         ``engine.run(PlaceOrder, {"order_id": ...})`` validates raw data first.
         ``lock_keys`` serialise commands sharing a key. ``inbox=(consumer, message_id)`` records
         the message as applied in the same transaction; if it was applied already the command is
-        skipped and None returned.
+        skipped and None returned. ``claim`` is asked first, in the command's transaction,
+        whether the command may take effect (a scheduled command claims its row); when it says
+        no the command is skipped and None returned.
         """
         if isinstance(command, type) and issubclass(command, Command):
             command = command.parse(data)
@@ -175,18 +178,50 @@ class Engine:
         if isinstance(lock_keys, str):
             raise UsageError(f"lock_keys must be a list of str, not the str {lock_keys!r}")
         headers = check_headers(headers, "engine.run(headers=...)")
-        with command_span(type(command).__name__):
+        name = type(command).__name__
+        bound = handler
+
+        async def work(uow: UnitOfWork) -> Any:
+            result = bound.fn(**self._arguments(bound, command, uow))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        with command_span(name):
             # Headers inside the span: the events written carry it as their traceparent.
             msg_headers = self.message_headers(headers)
-            return await self._run(handler, command, msg_headers, list(lock_keys), inbox)
+            return await self._run(work, name, msg_headers, list(lock_keys), inbox, claim)
+
+    async def transact(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[R]],
+        *,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        lock_keys: Iterable[str] = (),
+        inbox: tuple[str, str] | None = None,
+        claim: Claim | None = None,
+    ) -> R | None:
+        """Run ``await work(uow)`` in one unit of work, as :meth:`run` runs a handler: the
+        same transaction, outbox, inbox, conflict re-runs and reconnects. ``name`` labels its
+        span and errors. For framework parts that are not commands (a process manager's step);
+        returns None when the inbox or the claim says it took effect already."""
+        checked = check_headers(headers, f"{name}(headers=...)")
+        with command_span(name):
+            msg_headers = self.message_headers(checked)
+            result: R | None = await self._run(
+                work, name, msg_headers, list(lock_keys), inbox, claim
+            )
+            return result
 
     async def _run(
         self,
-        handler: CommandHandler,
-        command: Command,
+        work: Callable[[UnitOfWork], Awaitable[Any]],
+        name: str,
         msg_headers: dict[str, str],
         keys: list[str],
         inbox: tuple[str, str] | None,
+        claim: Claim | None,
     ) -> Any:
         policy = self.conflict_retry
         reconnects = 0
@@ -194,7 +229,7 @@ class Engine:
         while attempt < policy.attempts:
             attempt += 1
             try:
-                result, envelopes = await self._attempt(handler, command, msg_headers, keys, inbox)
+                result, envelopes = await self._attempt(work, msg_headers, keys, inbox, claim)
             except _AlreadyApplied:
                 return None
             except Exception as exc:
@@ -205,8 +240,7 @@ class Engine:
                     reconnects += 1
                     attempt -= 1
                     log.info(
-                        "%s: the pooled connection was dead; running again on a fresh one",
-                        type(command).__name__,
+                        "%s: the pooled connection was dead; running again on a fresh one", name
                     )
                     continue
                 if not _is_conflict(exc):
@@ -216,11 +250,11 @@ class Engine:
                     raise
                 if attempt == policy.attempts:
                     raise ConcurrencyConflict(
-                        f"{type(command).__name__} lost the race for the same aggregate "
+                        f"{name} lost the race for the same aggregate "
                         f"{policy.attempts} times. Retry later, pass lock_keys to serialise "
                         "such commands, or raise ConflictRetry.attempts."
                     ) from exc
-                log.debug("version conflict on %s, attempt %d", type(command).__name__, attempt)
+                log.debug("version conflict on %s, attempt %d", name, attempt)
                 await asyncio.sleep(policy.delay(attempt))
                 continue
             if envelopes:
@@ -246,11 +280,11 @@ class Engine:
 
     async def _attempt(
         self,
-        handler: CommandHandler,
-        command: Command,
+        work: Callable[[UnitOfWork], Awaitable[Any]],
         headers: dict[str, str],
         keys: list[str],
         inbox: tuple[str, str] | None,
+        claim: Claim | None,
     ) -> tuple[Any, list[Envelope]]:
         async with self.database.session() as session:
             uow = UnitOfWork(session, headers)
@@ -258,10 +292,9 @@ class Engine:
             htoken = current_headers.set(headers)
             try:
                 async with self.locker.hold(keys, session):
-                    kwargs = self._arguments(handler, command, uow)
-                    result = handler.fn(**kwargs)
-                    if inspect.isawaitable(result):
-                        result = await result
+                    if claim is not None and not await claim.claim(session):
+                        raise _AlreadyApplied()
+                    result = await work(uow)
                     if inbox is not None:
                         uow.record_inbox(*inbox)
                     try:

@@ -7,15 +7,15 @@ schedules nothing. ``await app.cancel_schedule(id)`` cancels one that has not ru
 
 Workers dispatch due schedules (:class:`ScheduleDispatcher`): one dispatcher per database at a
 time holds the ``dddframe.schedules`` lease, and another worker takes over when its owner dies.
-A dispatcher marks a schedule ``running`` before it runs the command, so a cancellation either
-stops it before that (``cancel_schedule`` answers True) or comes too late (False); a schedule
-left ``running`` by a dispatcher that died is put back by the next one to take the lease.
-Each schedule runs through ``engine.run`` with the inbox entry ``("dddframe.schedule", id)``, in
-the command's own transaction, so a schedule dispatched twice (its dispatcher died between the
-command's commit and marking it done, or lost the lease meanwhile) has its effect once. A
-command that fails is tried again after a back-off (1, 2, 4 ... 60 s) and marked ``failed``
-with the error after ``max_attempts``; a schedule whose command type no longer exists fails at
-once, saying so.
+A schedule is claimed in the command's own transaction: the first statement of that
+transaction moves its row from ``pending`` to ``done``, so the command's effects and the claim
+commit or roll back together. A schedule dispatched twice (two dispatchers around a lease
+takeover, or a process manager's step that runs its commands at once while the dispatcher finds
+them due) takes effect once: the second claim waits on the row lock and then finds it done. A
+cancellation is the same race on the same row: it either comes first (``cancel_schedule``
+answers True and the command never runs) or finds the row done (False). A command that fails
+is tried again after a back-off (1, 2, 4 ... 60 s) and marked ``failed`` with the error after
+``max_attempts``; a schedule whose command type no longer exists fails at once, saying so.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dddframe.database import Database
 from dddframe.engine.command import Command
@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEDULE_STATES",
     "Schedule",
+    "ScheduleClaim",
     "ScheduleDispatcher",
+    "ScheduleRunner",
     "Schedules",
     "command_name",
 ]
@@ -65,7 +67,6 @@ log = logging.getLogger("dddframe.schedules")
 PENDING, RUNNING, DONE = "pending", "running", "done"
 CANCELLED, FAILED = "cancelled", "failed"
 SCHEDULE_STATES = (PENDING, RUNNING, DONE, CANCELLED, FAILED)
-INBOX_CONSUMER = "dddframe.schedule"
 LEASE = "dddframe.schedules"
 _MAX_ERROR = 2000
 
@@ -162,6 +163,26 @@ class Schedules:
     ) -> uuid.UUID:
         """Store ``command`` to run at ``at`` or ``after`` from now; returns its id. Inside a
         unit of work it is written in that transaction."""
+        values = self.row(command, due=due_time(at, after), headers=headers)
+        uow = current_unit_of_work.get()
+        if uow is not None:  # joins the running command's transaction
+            await uow.session.execute(insert(schedules_table).values(**values))
+        else:
+            async with self.database.connect() as conn:
+                await conn.execute(insert(schedules_table).values(**values))
+                await conn.commit()
+        return uuid.UUID(values["id"])
+
+    def row(
+        self,
+        command: Command,
+        *,
+        due: datetime,
+        headers: dict[str, str] | None = None,
+        schedule_id: uuid.UUID | None = None,
+    ) -> dict[str, Any]:
+        """The ``dddframe_schedules`` row of ``command`` due at ``due`` (checked: a command
+        this application handles), for callers that insert it in a transaction of their own."""
         if not isinstance(command, Command):
             raise UsageError(f"schedule() takes a Command instance, not {type(command).__name__}.")
         name = command_name(type(command))
@@ -170,11 +191,9 @@ class Schedules:
                 f"No module handles {type(command).__name__}: a scheduled command needs a "
                 f"handler (@module.handles({type(command).__name__}))."
             )
-        due = due_time(at, after)
-        schedule_id = uuid7()
         now = utcnow()
-        values = {
-            "id": str(schedule_id),
+        return {
+            "id": str(schedule_id or uuid7()),
             "command": name,
             "payload": command.model_dump_json(),
             "headers": json.dumps(headers or {}, separators=(",", ":")),
@@ -184,14 +203,6 @@ class Schedules:
             "created_at": now,
             "updated_at": now,
         }
-        uow = current_unit_of_work.get()
-        if uow is not None:  # joins the running command's transaction
-            await uow.session.execute(insert(schedules_table).values(**values))
-        else:
-            async with self.database.connect() as conn:
-                await conn.execute(insert(schedules_table).values(**values))
-                await conn.commit()
-        return schedule_id
 
     async def cancel(self, schedule_id: uuid.UUID | str) -> bool:
         """Cancel a pending schedule: True when it was pending, False when it had run, failed
@@ -274,30 +285,131 @@ async def _exists(conn: AsyncConnection, key: str) -> bool:
     return found is not None
 
 
+@dataclass(slots=True)
+class ScheduleClaim:
+    """The claim of one schedule, made in its command's transaction: its row moves from
+    ``pending`` to ``done`` there, or the command is skipped (it ran, or was cancelled).
+    ``taken`` tells afterwards which it was."""
+
+    schedule_id: str
+    attempts: int
+    taken: bool = False
+
+    async def claim(self, session: AsyncSession) -> bool:
+        moved = await session.execute(
+            update(schedules_table)
+            .where(schedules_table.c.id == self.schedule_id, schedules_table.c.state == PENDING)
+            .values(state=DONE, error=None, attempts=self.attempts + 1, updated_at=utcnow())
+        )
+        self.taken = moved.rowcount == 1
+        return self.taken
+
+
+class ScheduleRunner:
+    """Runs one schedule: its command through ``engine.run`` with the schedule's claim, and
+    on failure a back-off (or ``failed`` after ``max_attempts``)."""
+
+    def __init__(self, schedules: Schedules, engine: Engine, *, max_attempts: int = 10) -> None:
+        self.schedules = schedules
+        self.engine = engine
+        self.max_attempts = max_attempts
+        self.dispatched = 0
+
+    async def run(self, item: Schedule) -> bool:
+        """Run ``item``'s command; True when it took effect now (False: it had run or was
+        cancelled, or it failed and was put back or marked failed)."""
+        command_type = self.schedules.commands.get(item.command)
+        if command_type is None:
+            error = (
+                f"no command named {item.command[:200]!r} is handled by this application "
+                "(renamed or removed?)"
+            )
+            await self._move(item, state=FAILED, error=error, attempts=item.attempts + 1)
+            return False
+        claim = ScheduleClaim(str(item.id), item.attempts)
+        try:
+            command = command_type.model_validate_json(item.payload)
+            await self.engine.run(command, headers=_headers(item.headers), claim=claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(item, exc)
+            return False
+        if not claim.taken:
+            return False  # it ran before, or was cancelled
+        self.dispatched += 1
+        return True
+
+    async def _failed(self, item: Schedule, exc: Exception) -> None:
+        attempts = item.attempts + 1
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+        if not _retryable(exc) or attempts >= self.max_attempts:
+            log.error("schedule %s (%s) failed: %s", item.id, item.command, error)
+            await self._move(item, state=FAILED, error=error, attempts=attempts)
+            return
+        delay = min(60.0, 2.0 ** (attempts - 1))
+        log.warning(
+            "schedule %s (%s) failed (attempt %d), again in %.0fs: %s",
+            item.id,
+            item.command,
+            attempts,
+            delay,
+            error,
+        )
+        await self._move(
+            item,
+            state=PENDING,
+            error=error,
+            attempts=attempts,
+            due_at=utcnow() + timedelta(seconds=delay),
+        )
+
+    async def _move(self, item: Schedule, **values: Any) -> bool:
+        """Update a schedule that is still pending; False when it no longer is (it ran, or
+        was cancelled meanwhile)."""
+        async with self.schedules.database.connect() as conn:
+            moved = await conn.execute(
+                update(schedules_table)
+                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == PENDING)
+                .values(**values, updated_at=utcnow())
+            )
+            await conn.commit()
+        return bool(moved.rowcount == 1)
+
+
 class ScheduleDispatcher:
-    """Runs due schedules through the engine, one dispatcher per database (a lease)."""
+    """Runs due schedules through the engine, one dispatcher per database (a lease), up to
+    ``concurrency`` at a time (one on SQLite, which has one writer)."""
 
     def __init__(
         self,
-        schedules: Schedules,
-        engine: Engine,
+        runner: ScheduleRunner,
         *,
         owner: str,
         poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
-        batch_size: int = 100,
-        max_attempts: int = 10,
+        batch_size: int = 200,
+        concurrency: int | None = None,
     ) -> None:
-        self.schedules = schedules
-        self.engine = engine
+        if lease_ttl <= 0 or poll_interval <= 0:
+            raise InvalidArgument(
+                f"lease_ttl and poll_interval must be positive seconds, not {lease_ttl!r} and "
+                f"{poll_interval!r}."
+            )
+        self.runner = runner
+        self.schedules = runner.schedules
         self.poll_interval = poll_interval
         self.batch_size = batch_size
-        self.max_attempts = max_attempts
-        self.dispatched = 0
+        database = self.schedules.database
+        self.concurrency = concurrency or (1 if database.dialect == "sqlite" else 8)
         self._holding = False
-        self._leases = Leases(schedules.database, owner, lease_ttl)
+        self._leases = Leases(database, owner, lease_ttl)
         self._renew_every = lease_ttl / 3
         self.wake = asyncio.Event()
+
+    @property
+    def dispatched(self) -> int:
+        return self.runner.dispatched
 
     async def run(self) -> None:
         """Dispatch until cancelled; database trouble is logged and retried."""
@@ -308,8 +420,10 @@ class ScheduleDispatcher:
                         if not self._holding:
                             await self.recover()
                             self._holding = True
-                        await self.run_once()
-                        wait = min(self.poll_interval, self._renew_every)
+                        ran = await self.run_once()
+                        # A full batch: more are due, look again at once (after renewing).
+                        wait = 0.0 if ran >= self.batch_size else self.poll_interval
+                        wait = min(wait, self._renew_every)
                     else:
                         self._holding = False
                         wait = self._renew_every
@@ -318,17 +432,18 @@ class ScheduleDispatcher:
                 except Exception as exc:
                     log.warning("schedules: %s; trying again in 1s", exc)
                     wait = 1.0
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self.wake.wait()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self.wake.wait()
                 self.wake.clear()
         finally:
             with contextlib.suppress(Exception):
                 await self._leases.release(LEASE)
 
     async def recover(self) -> int:
-        """Put back the schedules a dispatcher that lost the lease (it died) left ``running``;
-        called when this one takes the lease. Returns how many."""
+        """Put back schedules left ``running`` (the state a dispatcher of schema version 2
+        claimed rows in before running them); called when this one takes the lease."""
         async with self.schedules.database.connect() as conn:
             found = await conn.execute(
                 update(schedules_table)
@@ -343,7 +458,8 @@ class ScheduleDispatcher:
         return int(found.rowcount or 0)
 
     async def run_once(self) -> int:
-        """Run the schedules due now (at most ``batch_size``); returns how many ran."""
+        """Run the schedules due now (at most ``batch_size``, ``concurrency`` at a time);
+        returns how many were looked at."""
         query = (
             select(schedules_table)
             .where(schedules_table.c.state == PENDING, schedules_table.c.due_at <= utcnow())
@@ -352,70 +468,18 @@ class ScheduleDispatcher:
         )
         async with self.schedules.database.connect() as conn:
             due = [_row(r) for r in await conn.execute(query)]
-        ran = 0
-        for item in due:
-            ran += await self._dispatch(item)
-        return ran
+        if self.concurrency == 1:
+            for item in due:
+                await self.runner.run(item)
+            return len(due)
+        gate = asyncio.Semaphore(self.concurrency)
 
-    async def _move(self, item: Schedule, from_state: str, **values: Any) -> bool:
-        """Update a schedule that is still in ``from_state``; False when it no longer is
-        (cancelled, or taken by another dispatcher)."""
-        async with self.schedules.database.connect() as conn:
-            moved = await conn.execute(
-                update(schedules_table)
-                .where(schedules_table.c.id == str(item.id), schedules_table.c.state == from_state)
-                .values(**values, updated_at=utcnow())
-            )
-            await conn.commit()
-        return bool(moved.rowcount == 1)
+        async def one(item: Schedule) -> None:
+            async with gate:
+                await self.runner.run(item)
 
-    async def _dispatch(self, item: Schedule) -> int:
-        # Claimed (running) before it runs: from then on it cannot be cancelled.
-        if not await self._move(item, PENDING, state=RUNNING):
-            return 0
-        command_type = self.schedules.commands.get(item.command)
-        if command_type is None:
-            error = (
-                f"no command named {item.command[:200]!r} is handled by this application "
-                "(renamed or removed?)"
-            )
-            await self._move(item, RUNNING, state=FAILED, error=error, attempts=item.attempts + 1)
-            return 0
-        try:
-            command = command_type.model_validate_json(item.payload)
-            await self.engine.run(
-                command, headers=_headers(item.headers), inbox=(INBOX_CONSUMER, str(item.id))
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            attempts = item.attempts + 1
-            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
-            if not _retryable(exc) or attempts >= self.max_attempts:
-                log.error("schedule %s (%s) failed: %s", item.id, item.command, error)
-                await self._move(item, RUNNING, state=FAILED, error=error, attempts=attempts)
-            else:
-                delay = min(60.0, 2.0 ** (attempts - 1))
-                log.warning(
-                    "schedule %s (%s) failed (attempt %d), again in %.0fs: %s",
-                    item.id,
-                    item.command,
-                    attempts,
-                    delay,
-                    error,
-                )
-                await self._move(
-                    item,
-                    RUNNING,
-                    state=PENDING,
-                    error=error,
-                    attempts=attempts,
-                    due_at=utcnow() + timedelta(seconds=delay),
-                )
-            return 0
-        await self._move(item, RUNNING, state=DONE, error=None, attempts=item.attempts + 1)
-        self.dispatched += 1
-        return 1
+        await asyncio.gather(*(one(item) for item in due))
+        return len(due)
 
 
 def _retryable(exc: Exception) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +18,7 @@ from dddframe.ids import uuid7
 from dddframe.outbox.records import envelope_to_row, utcnow
 from dddframe.outbox.tables import inbox_table, outbox_table
 
-__all__ = ["UnitOfWork"]
+__all__ = ["Claim", "UnitOfWork"]
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -40,6 +40,13 @@ def _children(obj: Any) -> Iterator[Entity]:
             for item in items:
                 if isinstance(item, Entity):
                     yield item
+
+
+class Claim(Protocol):
+    """Asked first in a command's transaction whether the command may take effect (True), or
+    took effect before (False: the command is skipped). A scheduled command claims its row."""
+
+    async def claim(self, session: AsyncSession) -> bool: ...
 
 
 current_unit_of_work: ContextVar[UnitOfWork | None] = ContextVar(
@@ -64,6 +71,7 @@ class UnitOfWork:
         self._messages: list[Envelope] = []
         self._inbox: list[tuple[str, str]] = []
         self._repositories: dict[type[Any], Repository[Any]] = {}
+        self._before_commit: list[Callable[[AsyncSession], Awaitable[None]]] = []
 
     def repository(self, aggregate: type[A]) -> Repository[A]:
         repo = self._repositories.get(aggregate)
@@ -78,6 +86,12 @@ class UnitOfWork:
     def add_message(self, envelope: Envelope) -> None:
         """Write a direct message (no aggregate) to the outbox with this unit of work."""
         self._messages.append(envelope)
+
+    def before_commit(self, write: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        """Run ``await write(session)`` when this unit of work commits, before its rows are
+        flushed (for writes decided in synchronous domain code, such as a process manager's
+        timers)."""
+        self._before_commit.append(write)
 
     def record_inbox(self, consumer: str, message_id: str) -> None:
         """Record that ``consumer`` applied ``message_id``; a second commit of it fails."""
@@ -160,6 +174,8 @@ class UnitOfWork:
 
         Events are cleared from the aggregates only after the commit succeeded.
         """
+        while self._before_commit:
+            await self._before_commit.pop(0)(self.session)
         for agg in self.removed:
             await self.session.delete(agg)
         envelopes, recorders = self._prepare()

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from dddframe import Application, Command, Module
+from dddframe import Application, Command, Module, Repository
 from dddframe.cli import app as cli
-from dddframe.engine.schedules import ScheduleDispatcher
+from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner
 from dddframe.errors import DomainError, InvalidArgument, ScheduleNotFound, UsageError
 from dddframe.outbox.tables import schedules_table
 from tests.core.model import Account, Deposit, OpenAccount, shopping_module
@@ -37,6 +37,25 @@ class Refused(DomainError):
     pass
 
 
+class SlowDeposit(Command):
+    account_id: uuid.UUID
+
+
+class _Gate:
+    """Events of the running test's loop (each test has its own loop)."""
+
+    entered: asyncio.Event
+    release: asyncio.Event
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.entered, cls.release = asyncio.Event(), asyncio.Event()
+
+
+def _dispatcher(app: Application, owner: str) -> ScheduleDispatcher:
+    return ScheduleDispatcher(ScheduleRunner(app.schedules, app.engine), owner=owner)
+
+
 def _modules() -> list[Module]:
     m = Module("scheduling")
 
@@ -48,6 +67,13 @@ def _modules() -> list[Module]:
     @m.handles(Refuse)
     async def refuse(cmd: Refuse) -> None:
         raise Refused("never")
+
+    @m.handles(SlowDeposit)
+    async def slow_deposit(cmd: SlowDeposit, accounts: Repository[Account]) -> None:
+        account = await accounts.get(cmd.account_id)
+        account.deposit(10)
+        _Gate.entered.set()
+        await _Gate.release.wait()
 
     return [shopping_module(), m]
 
@@ -95,7 +121,7 @@ async def test_a_rolled_back_command_schedules_nothing(any_db: str) -> None:
 
 async def test_two_dispatchers_on_one_schedule_apply_it_once(any_db: str) -> None:
     """Both dispatchers read the same due rows (no lease here, as when a lease expired under
-    a slow dispatcher): the inbox entry of each schedule lets only one run take effect."""
+    a slow dispatcher): the claim in each command's transaction lets one run take effect."""
     async with Application(_modules(), any_db, consume=False) as app:
         await app.drop_schema()
         await app.create_schema()
@@ -104,25 +130,47 @@ async def test_two_dispatchers_on_one_schedule_apply_it_once(any_db: str) -> Non
             await app.schedule(Deposit(account_id=account, amount=1), after=timedelta(0))
             for _ in range(20)
         ]
-        first = ScheduleDispatcher(app.schedules, app.engine, owner="a")
-        second = ScheduleDispatcher(app.schedules, app.engine, owner="b")
+        first, second = _dispatcher(app, "a"), _dispatcher(app, "b")
         await asyncio.gather(first.run_once(), second.run_once())
         assert await _balance(app, account) == 20
         assert {(await app.schedules.get(i)).state for i in ids} == {"done"}
-        assert first.dispatched + second.dispatched >= 20
+        assert {(await app.schedules.get(i)).attempts for i in ids} == {1}
+        assert first.dispatched + second.dispatched == 20
 
 
-async def test_a_schedule_left_running_by_a_dead_dispatcher_takes_effect_once(
+async def test_a_cancel_during_the_run_is_refused_and_the_command_applies_once(
     any_db: str,
 ) -> None:
-    """A dispatcher died after the command committed, before it marked the schedule done: the
-    next dispatcher to take the lease puts it back and runs it; the inbox absorbs the rerun."""
+    """The claim holds the schedule's row for the command's transaction: a cancellation made
+    while the command runs waits for it, then finds the schedule done (False)."""
+    async with Application(_modules(), any_db, consume=False) as app:
+        await app.drop_schema()
+        await app.create_schema()
+        account = await app.engine.run(OpenAccount())
+        schedule_id = await app.schedule(SlowDeposit(account_id=account), after=timedelta(0))
+        _Gate.reset()
+        running = asyncio.create_task(_dispatcher(app, "a").run_once())
+        await asyncio.wait_for(_Gate.entered.wait(), 10)
+        cancelling = asyncio.create_task(app.cancel_schedule(schedule_id))
+        await asyncio.sleep(0.3)
+        assert not cancelling.done()  # waits on the claimed row
+        _Gate.release.set()
+        await running
+        assert await cancelling is False
+        assert (await app.schedules.get(schedule_id)).state == "done"
+        assert await _balance(app, account) == 10
+
+
+async def test_a_schedule_left_running_by_an_older_dispatcher_takes_effect_once(
+    any_db: str,
+) -> None:
+    """Dispatchers of schema version 2 marked a row running before its command; the next
+    dispatcher to take the lease puts such rows back and runs them."""
     async with Application(_modules(), any_db, consume=False) as app:
         await app.drop_schema()
         await app.create_schema()
         account = await app.engine.run(OpenAccount())
         schedule_id = await app.schedule(Deposit(account_id=account, amount=3), after=timedelta(0))
-        # What the dead dispatcher did: claimed it, ran the command (with its inbox entry).
         async with app.database.connect() as conn:
             await conn.execute(
                 schedules_table.update()
@@ -130,11 +178,9 @@ async def test_a_schedule_left_running_by_a_dead_dispatcher_takes_effect_once(
                 .values(state="running")
             )
             await conn.commit()
-        await app.engine.run(
-            Deposit(account_id=account, amount=3), inbox=("dddframe.schedule", str(schedule_id))
-        )
         assert await app.cancel_schedule(schedule_id) is False  # running: too late to cancel
-        dispatcher = ScheduleDispatcher(app.schedules, app.engine, owner="next")
+        dispatcher = _dispatcher(app, "next")
+        assert await dispatcher.run_once() == 0  # not pending: not due
         assert await dispatcher.recover() == 1
         await dispatcher.run_once()
         assert (await app.schedules.get(schedule_id)).state == "done"
@@ -150,7 +196,7 @@ async def test_cancel(any_db: str) -> None:
         schedule_id = await app.schedule(Deposit(account_id=account, amount=7), at=at)
         assert await app.cancel_schedule(schedule_id) is True
         assert await app.cancel_schedule(str(schedule_id)) is False  # cancelled already
-        dispatcher = ScheduleDispatcher(app.schedules, app.engine, owner="a")
+        dispatcher = _dispatcher(app, "a")
         await asyncio.sleep(1.1)
         assert await dispatcher.run_once() == 0
         assert await _balance(app, account) == 0
@@ -180,7 +226,7 @@ async def test_failures_are_recorded_and_domain_errors_are_not_retried(sqlite_db
                 )
             )
             await conn.commit()
-        await ScheduleDispatcher(app.schedules, app.engine, owner="a").run_once()
+        await _dispatcher(app, "a").run_once()
         failed = {s.command: s for s in await app.schedules.list(states=["failed"])}
         assert failed[f"{Refuse.__module__}.Refuse"].id == refused
         assert "Refused: never" in (failed[f"{Refuse.__module__}.Refuse"].error or "")
