@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dddframe.database import Database
@@ -296,7 +296,7 @@ class ScheduleClaim:
     taken: bool = False
 
     async def claim(self, session: AsyncSession) -> bool:
-        moved = await session.execute(
+        moved: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
             update(schedules_table)
             .where(schedules_table.c.id == self.schedule_id, schedules_table.c.state == PENDING)
             .values(state=DONE, error=None, attempts=self.attempts + 1, updated_at=utcnow())
