@@ -47,6 +47,9 @@ from dddframe.errors import (
 )
 from dddframe.outbox.leases import process_owner
 from dddframe.outbox.schema import create_schema, drop_schema
+from dddframe.processes.binding import resolve_steps
+from dddframe.processes.steps import ProcessRuntime, timeout_handler
+from dddframe.processes.timers import ProcessTimeout
 
 __all__ = ["Application"]
 
@@ -129,6 +132,7 @@ class Application:
         self._runtime: BusRuntime | None = None
         self._schedules: Schedules | None = None
         self._schedule_runner: ScheduleRunner | None = None
+        self.processes: dict[str, ProcessRuntime] = {}
         # The schedule dispatcher of a consuming process, and the task that runs it.
         self._dispatcher: ScheduleDispatcher | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -175,6 +179,7 @@ class Application:
         for h in handlers.values():
             check_services(list(h.params), self.injector, f"handler of {h.command.__name__}")
         self.subscriptions = self._subscriptions(engine)
+        self.subscriptions += self._process_subscriptions(engine)
         try:
             if await self._schema_exists():
                 await self._start_bus()
@@ -217,7 +222,55 @@ class Application:
                         f" and {m.name!r}; a command has exactly one handler."
                     )
                 handlers[h.command] = h
+        if any(m.processes for m in self.modules):
+            # Fires process managers' timers: the runtimes are filled in once the engine is.
+            self.processes = {}
+            handlers[ProcessTimeout] = timeout_handler(self.processes)
         return handlers
+
+    def _process_subscriptions(self, engine: Engine) -> list[Subscription]:
+        assert self._schedules is not None and self._schedule_runner is not None
+        subs: list[Subscription] = []
+        taken = {s.name for s in self.subscriptions}
+        for m in self.modules:
+            for b in m.processes:
+                if b.name in self.processes or b.subscription in taken:
+                    raise ConfigurationError(
+                        f"module {m.name!r}: process({b.name}) is registered twice (or its "
+                        f"subscription name {b.subscription!r} is taken); register a process "
+                        "manager once."
+                    )
+                steps, timers = resolve_steps(b, self.registry)
+                runtime = ProcessRuntime(
+                    b,
+                    steps,
+                    timers,
+                    engine=engine,
+                    registry=self.registry,
+                    schedules=self._schedules,
+                    runner=self._schedule_runner,
+                    wake=self._wake_dispatcher,
+                )
+                self.processes[b.name] = runtime
+                taken.add(b.subscription)
+                subs.append(
+                    Subscription(
+                        name=b.subscription,
+                        group=b.policy.group,
+                        listener=b.name,
+                        event_names=frozenset(steps),
+                        deliver=runtime.deliver,
+                        retry=b.policy.retry or self.bus.default_retry,
+                        dead_letter=b.policy.dead_letter or "block_aggregate",
+                        timeout=b.policy.timeout,
+                        start=b.policy.start,
+                    )
+                )
+        return subs
+
+    def _wake_dispatcher(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wake.set()
 
     def _subscriptions(self, engine: Engine) -> list[Subscription]:
         assert self.injector is not None

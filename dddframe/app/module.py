@@ -16,7 +16,7 @@ listeners bound by name, event declarations, upcasters and middleware.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,13 +24,15 @@ import injector as _injector
 
 from dddframe.bus.listener import Middleware
 from dddframe.bus.options import ListenerOptions
-from dddframe.bus.retry import RetryPolicy, as_retry_policy
-from dddframe.bus.subscription import DeadLetterPolicy
+from dddframe.bus.retry import RetryPolicy
+from dddframe.bus.subscription import DeadLetterPolicy, delivery_policy
 from dddframe.domain.events import Upcaster
-from dddframe.domain.limits import SUBSCRIPTION_MAX, check_name
+from dddframe.domain.limits import check_name
 from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
 from dddframe.errors import ConfigurationError
+from dddframe.processes.binding import Correlate, ProcessBinding, process_binding
+from dddframe.processes.manager import ProcessManager
 
 __all__ = ["LISTEN_PARAMETERS", "ListenerBinding", "Module", "TxCheckerBinding"]
 
@@ -38,7 +40,6 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
-_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 LISTEN_PARAMETERS = ("retry", "timeout", "dead_letter", "group", "start", "options")
 """The keyword parameters every transport understands (suggested for misspelt options)."""
@@ -85,6 +86,7 @@ class Module:
         self.controllers: dict[str, type[Any]] = {}
         self.listeners: list[ListenerBinding] = []
         self.tx_checkers: list[TxCheckerBinding] = []
+        self.processes: list[ProcessBinding] = []
         self.events: list[str] = []
         self.upcasters: list[tuple[str, int, Upcaster]] = []
         self.middlewares: list[Middleware] = []
@@ -161,23 +163,15 @@ class Module:
         check_name(event_name, "event name", where=where)
         if not isinstance(target, str) or not _TARGET.match(target):
             raise ConfigurationError(f"{where}: the target must be 'Controller.method'")
-        if dead_letter not in (None, "block_aggregate", "continue"):
-            raise ConfigurationError(
-                f"{where}: dead_letter must be 'block_aggregate' or 'continue', not {dead_letter!r}"
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"{where}: timeout must be a positive number of seconds, not {timeout!r}"
-            )
-        _check_start(start, where)
-        group = group if group is not None else self.name
-        if not isinstance(group, str) or not _GROUP.fullmatch(group):
-            raise ConfigurationError(
-                f"{where}: group {group!r} must be an identifier-like str (letters, digits, _ or -)"
-            )
-        check_name(f"{group}.{target}", "subscription name", SUBSCRIPTION_MAX, where=where)
+        policy = delivery_policy(
+            where,
+            name=target,
+            group=group if group is not None else self.name,
+            retry=retry,
+            timeout=timeout,
+            dead_letter=dead_letter,
+            start=start,
+        )
         if options is not None and not isinstance(options, ListenerOptions):
             raise ConfigurationError(
                 f"{where}: options must be a transport's ListenerOptions (e.g. "
@@ -188,22 +182,66 @@ class Module:
                 f"{where}: pass transport options either as keywords or as options=..., not "
                 f"both ({', '.join(sorted(transport_options))})"
             )
-        try:
-            policy = as_retry_policy(retry) if retry is not None else None
-        except TypeError as exc:
-            raise ConfigurationError(f"{where}: {exc}") from None
         self.listeners.append(
             ListenerBinding(
                 module=self.name,
                 event_name=event_name,
                 target=target,
+                group=policy.group,
+                retry=policy.retry,
+                timeout=policy.timeout,
+                dead_letter=policy.dead_letter,
+                start=policy.start,
+                options=tuple(sorted(transport_options.items())),
+                typed_options=options,
+            )
+        )
+
+    def process(
+        self,
+        process: type[ProcessManager],
+        *,
+        correlate_by: Correlate,
+        starts_with: str | Iterable[str],
+        listen: Mapping[str, str],
+        timeouts: Iterable[str] | Mapping[str, str] = (),
+        group: str | None = None,
+        retry: RetryPolicy | Callable[[int], float | None] | None = None,
+        timeout: float | None = None,
+        dead_letter: DeadLetterPolicy | None = None,
+        start: str | int = "earliest",
+    ) -> None:
+        """Register a process manager: ``listen`` binds event names to its step methods,
+        ``correlate_by`` names the payload field (or a field per event name, or a function
+        of the event) that gives the instance's id, ``starts_with`` the events that create
+        an instance, ``timeouts`` its timers (``"payment"`` fires ``on_payment_timeout``).
+        ``group``, ``retry``, ``timeout`` and ``dead_letter`` are those of ``listen()``; names
+        are checked at start-up, with close matches.
+
+        >>> from sqlalchemy.orm import Mapped, mapped_column
+        >>> from dddframe import ProcessManager
+        >>> class Refund(ProcessManager):
+        ...     __tablename__ = "doc_refunds"
+        ...     def on_asked(self, event: dict) -> None: ...
+        >>> m = Module("doc")
+        >>> m.process(Refund, correlate_by="order_id", starts_with="Refund:Asked",
+        ...           listen={"Refund:Asked": "on_asked"})
+        >>> m.processes[0].subscription
+        'doc.Refund'
+        """
+        self.processes.append(
+            process_binding(
+                self.name,
+                process,
+                correlate_by=correlate_by,
+                starts_with=starts_with,
+                listen=listen,
+                timeouts=timeouts,
                 group=group,
-                retry=policy,
+                retry=retry,
                 timeout=timeout,
                 dead_letter=dead_letter,
                 start=start,
-                options=tuple(sorted(transport_options.items())),
-                typed_options=options,
             )
         )
 
@@ -237,13 +275,3 @@ class Module:
         """Register listener middleware ``async def mw(ctx, call_next)`` (usable as decorator)."""
         self.middlewares.append(mw)
         return mw
-
-
-def _check_start(start: object, where: str) -> None:
-    if start in ("earliest", "latest"):
-        return
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise ConfigurationError(
-            f"{where}: start must be 'earliest', 'latest' or an outbox position (an int >= 0), "
-            f"not {start!r}"
-        )

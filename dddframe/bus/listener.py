@@ -24,7 +24,14 @@ from dddframe.observability.delivery import observe_delivery
 if TYPE_CHECKING:
     from dddframe.engine.engine import Engine
 
-__all__ = ["ListenerTarget", "Middleware", "TxChecker", "make_checker", "make_deliver"]
+__all__ = [
+    "ListenerTarget",
+    "Middleware",
+    "TxChecker",
+    "decode_event",
+    "make_checker",
+    "make_deliver",
+]
 
 log = logging.getLogger("dddframe.listener")
 
@@ -51,7 +58,12 @@ class ListenerTarget:
 
 
 def _decode(envelope: Envelope, target: ListenerTarget, registry: EventRegistry) -> Any:
-    t = target.event_type
+    return decode_event(envelope, target.event_type, registry)
+
+
+def decode_event(envelope: Envelope, t: Any, registry: EventRegistry) -> Any:
+    """The event as a handler annotated ``t`` takes it: the envelope (``None``/``Envelope``),
+    the upcast payload (``dict``) or a validated DomainEvent; PoisonEvent when it cannot be."""
     if t is None or t is Envelope:
         return envelope
     try:

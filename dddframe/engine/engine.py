@@ -14,6 +14,7 @@ import injector as _injector
 import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from dddframe.context import current_headers
@@ -300,8 +301,12 @@ class Engine:
                     try:
                         envelopes = await uow.commit()
                     except IntegrityError:
-                        if inbox is not None and await _inbox_seen(self.database, inbox):
-                            raise _AlreadyApplied() from None
+                        # Asked on this session after the rollback: a second connection while
+                        # this one still holds SQLite's write lock would wait for the pool.
+                        if inbox is not None:
+                            await session.rollback()
+                            if await _inbox_seen(session, inbox):
+                                raise _AlreadyApplied() from None
                         raise
                 return result, envelopes
             except BaseException:
@@ -403,11 +408,10 @@ class _AlreadyApplied(Exception):
     """The inbox shows this message was applied before: skip the command."""
 
 
-async def _inbox_seen(database: Database, inbox: tuple[str, str]) -> bool:
-    async with database.connect() as conn:
-        found = await conn.scalar(
-            select(inbox_table.c.message_id).where(
-                inbox_table.c.consumer == inbox[0], inbox_table.c.message_id == inbox[1]
-            )
+async def _inbox_seen(session: AsyncSession, inbox: tuple[str, str]) -> bool:
+    found = await session.scalar(
+        select(inbox_table.c.message_id).where(
+            inbox_table.c.consumer == inbox[0], inbox_table.c.message_id == inbox[1]
         )
+    )
     return found is not None
