@@ -1,8 +1,9 @@
 """Ordering: the Order aggregate and its lines.
 
 An order is placed, then paid once the payment context charged it, then shipped; it is cancelled
-when the store rejects it, when the payment is declined, or on the customer's request before it
-is paid. Those reactions come in as events bound by name.
+when the store rejects it, when the payment is declined or does not come in time, or on the
+customer's request before it is paid. The fulfilment process manager (example_shop.fulfilment)
+sends those commands; the order records every charge itself.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from example_shop.events import (
     OrderPaid,
     OrderPlaced,
     OrderRefundDue,
-    OrderRejected,
     OrderShipped,
-    ParcelShipped,
     PaymentCharged,
-    PaymentDeclined,
     Reason,
 )
 
@@ -195,28 +193,12 @@ async def mark_shipped(cmd: MarkShipped, orders: Repository[Order]) -> None:
     (await orders.get(cmd.order_id)).mark_shipped(cmd.tracking)
 
 
-def _reason(text: str) -> str:
-    """A reason from another context, cut to the 255 characters cancel_reason holds."""
-    return text[:255] or "no reason given"
-
-
 class OrderingController:
-    async def on_order_rejected(self, event: OrderRejected, ctx: EventContext) -> None:
-        await ctx.run(CancelOrder(order_id=event.order_id, reason=_reason(event.reason)))
-
-    async def on_payment_declined(self, event: PaymentDeclined, ctx: EventContext) -> None:
-        reason = _reason(f"payment declined: {event.reason}")
-        await ctx.run(CancelOrder(order_id=event.order_id, reason=reason))
-
     async def on_payment_charged(self, event: PaymentCharged, ctx: EventContext) -> None:
+        """Every charge is recorded on its order, one after a cancellation too (it becomes
+        Order:RefundDue); the rest of the flow is the fulfilment process manager's."""
         await ctx.run(PayOrder(order_id=event.order_id, amount=event.amount))
-
-    async def on_parcel_shipped(self, event: ParcelShipped, ctx: EventContext) -> None:
-        await ctx.run(MarkShipped(order_id=event.order_id, tracking=event.tracking))
 
 
 ordering.controller(OrderingController)
-ordering.listen("Order:Rejected", "OrderingController.on_order_rejected")
-ordering.listen("Payment:Declined", "OrderingController.on_payment_declined")
 ordering.listen("Payment:Charged", "OrderingController.on_payment_charged")
-ordering.listen("Shipping:Shipped", "OrderingController.on_parcel_shipped")

@@ -41,6 +41,9 @@ class ShopSettings(BaseSettings):
         description="Base URL of the payment provider (python -m example_shop.payment_stub)",
     )
     payment_timeout: float = Field(5.0, gt=0, description="Seconds per provider request")
+    payment_deadline: float = Field(
+        900.0, gt=0, description="Seconds an order waits for its payment before it is cancelled"
+    )
     payment_retry_base: float = Field(
         0.5, gt=0, description="First retry delay (seconds) when the provider is unreachable"
     )

@@ -7,11 +7,11 @@ import uuid
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dddframe import Aggregate, Command, EventContext, Module, Repository
+from dddframe import Aggregate, Command, Module, Repository
 from dddframe.errors import DomainError
-from example_shop.events import Line, OrderPaid, ParcelShipped
+from example_shop.events import Line, ParcelShipped
 
-__all__ = ["Parcel", "ShipOrder", "ShippingController", "ShippingError", "shipping"]
+__all__ = ["Parcel", "ShipOrder", "ShippingError", "shipping"]
 
 
 class ShippingError(DomainError):
@@ -53,12 +53,3 @@ async def ship_order(cmd: ShipOrder, parcels: Repository[Parcel]) -> str:
     parcel = Parcel.ship(cmd.order_id, cmd.lines)
     parcels.add(parcel)
     return parcel.tracking
-
-
-class ShippingController:
-    async def on_order_paid(self, event: OrderPaid, ctx: EventContext) -> None:
-        await ctx.run(ShipOrder(order_id=event.order_id, lines=event.lines))
-
-
-shipping.controller(ShippingController)
-shipping.listen("Order:Paid", "ShippingController.on_order_paid")

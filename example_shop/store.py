@@ -9,12 +9,10 @@ from decimal import Decimal
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dddframe import Aggregate, Command, EventContext, Module, Repository
+from dddframe import Aggregate, Command, Module, Repository
 from dddframe.errors import DomainError
 from example_shop.events import (
     Line,
-    OrderCancelled,
-    OrderPlaced,
     OrderRejected,
     Quantity,
     Sku,
@@ -29,7 +27,6 @@ __all__ = [
     "ReserveStock",
     "Stock",
     "StockError",
-    "StoreController",
     "store",
 ]
 
@@ -161,16 +158,3 @@ async def release_stock(
             (await stock.get(sku)).put_back(quantity)
         reservation.release()
     return reservation.status
-
-
-class StoreController:
-    async def on_order_placed(self, event: OrderPlaced, ctx: EventContext) -> None:
-        await ctx.run(ReserveStock(order_id=event.order_id, lines=event.lines, total=event.total))
-
-    async def on_order_cancelled(self, event: OrderCancelled, ctx: EventContext) -> None:
-        await ctx.run(ReleaseStock(order_id=event.order_id))
-
-
-store.controller(StoreController)
-store.listen("Order:Placed", "StoreController.on_order_placed")
-store.listen("Order:Cancelled", "StoreController.on_order_cancelled")
