@@ -55,11 +55,6 @@ class OrderFulfilment(ProcessManager):
     payment_seconds: ClassVar[float] = 900.0
     """How long an order waits for its payment (set from ShopSettings.payment_deadline)."""
 
-    def __init__(self, **kwargs: object) -> None:
-        kwargs.setdefault("state", "placed")
-        kwargs.setdefault("lines", [])
-        super().__init__(**kwargs)
-
     def on_placed(self, event: OrderPlaced, ctx: ProcessContext) -> None:
         self.lines = [line.model_dump() for line in event.lines]
         ctx.send(ReserveStock(order_id=event.order_id, lines=event.lines, total=event.total))

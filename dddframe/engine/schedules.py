@@ -421,8 +421,9 @@ class ScheduleDispatcher:
                             await self.recover()
                             self._holding = True
                         ran = await self.run_once()
-                        # A full batch: more are due, look again at once (after renewing).
-                        wait = 0.0 if ran >= self.batch_size else self.poll_interval
+                        # A full batch: more are due, look again at once (after renewing);
+                        # otherwise sleep until the next due schedule, at most a poll.
+                        wait = 0.0 if ran >= self.batch_size else await self._until_next_due()
                         wait = min(wait, self._renew_every)
                     else:
                         self._holding = False
@@ -440,6 +441,20 @@ class ScheduleDispatcher:
         finally:
             with contextlib.suppress(Exception):
                 await self._leases.release(LEASE)
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the soonest pending schedule is due (indexed), capped at the poll
+        interval, and at least 10 ms so a row that cannot be run does not spin the loop."""
+        async with self.schedules.database.connect() as conn:
+            soonest = await conn.scalar(
+                select(func.min(schedules_table.c.due_at)).where(
+                    schedules_table.c.state == PENDING
+                )
+            )
+        if soonest is None:
+            return self.poll_interval
+        seconds = (as_utc(soonest) - utcnow()).total_seconds()
+        return max(0.01, min(self.poll_interval, seconds))
 
     async def recover(self) -> int:
         """Put back schedules left ``running`` (the state a dispatcher of schema version 2

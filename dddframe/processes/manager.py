@@ -10,10 +10,10 @@ name in ``module.process(...)``; a step changes the state, sends commands
 >>> from sqlalchemy.orm import Mapped, mapped_column
 >>> class Checkout(ProcessManager):
 ...     __tablename__ = "doc_checkouts"
-...     paid: Mapped[bool] = mapped_column(default=False)
+...     attempts: Mapped[int] = mapped_column(default=0)
 >>> c = Checkout(id="order-1")
->>> (c.id, c.is_completed, c.pending_timers)
-('order-1', False, {})
+>>> (c.id, c.attempts, c.is_completed, c.pending_timers)
+('order-1', 0, False, {})
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ class ProcessManager(Aggregate):
     timers: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
 
     def __init__(self, **kwargs: Any) -> None:
+        # The framework creates instances (``cls(id=key)``) and the first step reads them at
+        # once: give every column its scalar default now, not only at INSERT.
+        for column in type(self).__table__.columns:
+            default = column.default
+            if column.key not in kwargs and default is not None and default.is_scalar:
+                kwargs[column.key] = default.arg
         kwargs.setdefault("completed", False)
         kwargs.setdefault("timers", {})
         super().__init__(**kwargs)
