@@ -96,6 +96,8 @@ class Fulfilment(ProcessManager):
 
     def on_ticked(self, event: PmTicked, ctx: ProcessContext) -> None:
         self.ticks += 1
+        if event.n == 666:
+            raise RuntimeError("this step always fails")
         if event.n < 0:  # a negative tick means "stop waiting for the payment"
             self.cancel_timeout("payment")
         ctx.send(Record(what=f"tick-{event.n}", order_id=event.order_id))

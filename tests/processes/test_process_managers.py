@@ -272,6 +272,30 @@ async def test_a_replaced_timer_whose_old_row_still_fires_does_nothing(
         await app.stop()
 
 
+async def test_a_failing_step_is_dead_lettered_and_other_instances_go_on(any_db: str) -> None:
+    """The process's subscription has a listener's retry policy and dead letters: a step that
+    keeps failing ends as a dead letter (holding its aggregate), other instances go on."""
+    from dddframe import NoRetry
+
+    await reset_database(any_db)
+    app = Application(
+        [fulfilment_module(retry=NoRetry())], any_db, bus=InProcessBus(poll_interval=0.05)
+    )
+    async with app:
+        await app.create_schema()
+        bad = await app.engine.run(Place(order_id="bad"))
+        good = await app.engine.run(Place(order_id="good"))
+        await app.engine.run(Tick(aggregate_id=bad, n=666))
+        await app.engine.run(Tick(aggregate_id=good, n=1))
+        await app.drain()
+        (letter,) = await app.dead_letters.list()
+        assert letter.subscription == "fulfilment.Fulfilment"
+        assert "this step always fails" in (letter.error or "")
+        assert (await _instance(app, "good")).ticks == 1  # type: ignore[union-attr]
+        assert (await _instance(app, "bad")).ticks == 0  # type: ignore[union-attr]
+        assert ("tick-1", "good") in await _effects(app)
+
+
 async def test_timers_and_sends_only_inside_a_step(sqlite_db: str) -> None:
     pm = Fulfilment(id="x")
     with pytest.raises(UsageError, match="inside a step"):
