@@ -19,6 +19,7 @@ from dddframe.bus import (
 )
 from dddframe.domain import Aggregate, DomainEvent, Entity, Envelope, Model
 from dddframe.engine import Command, ConflictRetry, Engine, Repository, UnitOfWork
+from dddframe.projections import Projection, ProjectionView
 
 __all__ = [
     "Aggregate",
@@ -39,6 +40,8 @@ __all__ = [
     "Model",
     "Module",
     "NoRetry",
+    "Projection",
+    "ProjectionView",
     "Repository",
     "RetryPolicy",
     "UnitOfWork",
