@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
-from dddframe import Application, Module, Projection, ProjectionView
+from dddframe import Application, Envelope, Module, Projection, ProjectionView
+from dddframe.outbox.records import row_to_envelope
+from dddframe.outbox.tables import outbox_table
 
 metadata = MetaData()
 
@@ -69,7 +71,9 @@ class OrderTotals(Projection):
 
     async def _add_to_grand(self, view: ProjectionView, g: Table, amount: int, orders: int) -> None:
         done = await view.session.execute(
-            g.update().where(g.c.id == 1).values(total=g.c.total + amount, orders=g.c.orders + orders)
+            g.update()
+            .where(g.c.id == 1)
+            .values(total=g.c.total + amount, orders=g.c.orders + orders)
         )
         if not done.rowcount:  # type: ignore[attr-defined]
             await view.session.execute(g.insert().values(id=1, total=amount, orders=orders))
@@ -121,3 +125,16 @@ async def consistent_read(view: ProjectionView, projection: type[Projection]) ->
         )
     ).one()
     return int(row[0]), int(row[1])
+
+
+async def outbox_envelopes(app: Application) -> list[Envelope]:
+    """Every sequenced event in the outbox, in position order."""
+    async with app.database.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(outbox_table)
+                .where(outbox_table.c.position.is_not(None))
+                .order_by(outbox_table.c.position)
+            )
+        ).mappings()
+        return [row_to_envelope(r) for r in rows]

@@ -5,27 +5,18 @@ the schema."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 
 from dddframe.domain.envelope import Envelope
-from dddframe.outbox.records import row_to_envelope
-from dddframe.outbox.tables import outbox_table
 from tests.projections.conftest import AppFactory
 from tests.projections.model import (
     LINE,
     OrderTotals,
     contents,
+    outbox_envelopes,
     place,
     projection_module,
 )
-
-
-async def _envelopes(app: object) -> list[Envelope]:
-    async with app.database.connect() as conn:  # type: ignore[attr-defined]
-        rows = (
-            await conn.execute(select(outbox_table).order_by(outbox_table.c.position))
-        ).mappings()
-        return [row_to_envelope(r) for r in rows]
 
 
 async def test_each_event_is_applied_once_when_redelivered(
@@ -36,7 +27,7 @@ async def test_each_event_is_applied_once_when_redelivered(
         await app.drain()
         assert await contents(app, OrderTotals) == ([("o1", 2, 12)], [(12, 1)])
         sub = next(s for s in app.subscriptions if s.listener == "OrderTotals")
-        envelopes = await _envelopes(app)
+        envelopes = await outbox_envelopes(app)
         line = next(e for e in envelopes if e.name == LINE)
         for attempt in (2, 3):  # at-least-once buses deliver again after a lost ack
             await sub.deliver(line, attempt, sub)

@@ -17,14 +17,17 @@ from dddframe.errors import HistoryMissing, InvalidArgument, RebuildStateError
 from dddframe.outbox.retention import purge_delivered
 from dddframe.outbox.tables import outbox_table, projections_table
 from dddframe.projections import RebuildProgress
+from dddframe.projections.store import ProjectionStore
 from tests.projections.conftest import AppFactory
 from tests.projections.model import (
+    LINE,
     OrderTotals,
     ReferenceTotals,
     consistent_read,
     contents,
     grand,
     orders,
+    outbox_envelopes,
     place,
     projection_module,
 )
@@ -81,6 +84,14 @@ async def test_rebuild_while_orders_keep_coming_equals_a_live_build(
         assert (result.generation, result.previous) == (2, 1)
         assert len(seen) >= 3 and seen[-1].position == result.built_through
         assert written > 0
+        assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
+        # A late or repeated delivery of an event the new generation was built from (a lagging
+        # consumer, a lost ack) changes nothing: it was replayed already.
+        sub = next(s for s in app.subscriptions if s.listener == "OrderTotals")
+        replayed = [e for e in await outbox_envelopes(app) if e.name == LINE]
+        assert replayed[0].position is not None
+        assert replayed[0].position <= result.built_through
+        await sub.deliver(replayed[0], 2, sub)
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
         (status, _) = await app.projections.status()
         assert (status.name, status.generation, status.rebuild) == ("OrderTotals", 2, None)
@@ -191,9 +202,7 @@ async def test_rebuild_fails_at_once_naming_the_history_retention_removed(
         # keep_history=True: retention keeps every row, even those every subscription passed.
         assert await purge_delivered(app.database, timedelta(0)) == 0
         async with app.database.engine.begin() as conn:
-            await conn.execute(
-                delete(outbox_table).where(outbox_table.c.position.between(4, 6))
-            )
+            await conn.execute(delete(outbox_table).where(outbox_table.c.position.between(4, 6)))
         with pytest.raises(HistoryMissing, match=r"positions 4\.\.6 .*--from 6"):
             await app.projections.rebuild(OrderTotals)
         with pytest.raises(InvalidArgument, match="past the outbox head"):
@@ -209,3 +218,37 @@ async def test_rebuild_fails_at_once_naming_the_history_retention_removed(
         with pytest.raises(HistoryMissing, match=r"positions 1\.\.12 "):
             await app.projections.rebuild(OrderTotals)
         assert (await app.projections.rebuild(OrderTotals, from_position=12)).generation == 2
+
+
+async def test_an_event_delivered_during_the_switch_reaches_the_new_generation(
+    server_db: str, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch holds the projection's row exclusively from reading the head to its commit:
+    an event sequenced after that head, delivered meanwhile, waits for it and then goes to the
+    new generation (read without the lock, it would go to the old one and be lost to the new).
+    SQLite has one writer, so the same holds there by construction."""
+    release = asyncio.Event()
+    paused = asyncio.Event()
+    original = ProjectionStore.switch
+
+    async def slow_switch(self: ProjectionStore, session: object, name: str, gen: int) -> None:
+        paused.set()
+        await release.wait()
+        await original(self, session, name, gen)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProjectionStore, "switch", slow_switch)
+    async with make_app(server_db, [projection_module()]) as app:
+        await _orders(app, 3)
+        await app.drain()
+        rebuild = asyncio.create_task(app.projections.rebuild(OrderTotals))
+        await paused.wait()
+        head = len(await outbox_envelopes(app))
+        await place(app, "late", [])  # sequenced after the head the switch caught up to
+        while len(await outbox_envelopes(app)) < head + 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # let its delivery reach the projection's row
+        release.set()
+        result = await rebuild
+        await app.drain()
+        assert result.built_through < max(e.position or 0 for e in await outbox_envelopes(app))
+        assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
