@@ -5,13 +5,14 @@ API (example_shop.api) builds the same application with its own settings.
 
 >>> application = make_app(settings=ShopSettings(database_url="sqlite+aiosqlite://"))
 >>> [m.name for m in application.modules]
-['catalog', 'ordering', 'store', 'payment', 'shipping']
+['catalog', 'ordering', 'store', 'payment', 'shipping', 'reporting']
 """
 
 from __future__ import annotations
 
 from dddframe import Application
 from example_shop.catalog import catalog
+from example_shop.order_summary import reporting
 from example_shop.ordering import ordering
 from example_shop.payment import make_payment_module
 from example_shop.settings import ShopSettings
@@ -34,7 +35,7 @@ def make_app(
     """
     settings = settings or ShopSettings()
     return Application(
-        modules=[catalog, ordering, store, make_payment_module(settings), shipping],
+        modules=[catalog, ordering, store, make_payment_module(settings), shipping, reporting],
         database_url=settings.database_url,
         bus=settings.bus,
         consume=consume,

@@ -2,7 +2,8 @@
 too) goes to the same layer or below it, and transports never import each other.
 
 ground (errors, ids, database, context) <- domain <- outbox <- observability <- engine <- bus
-(shared) <- bus.<transport> <- projections <- app <- cli / integrations / testing (and the package root).
+(shared) <- bus.<transport> <- projections <- app <- cli / integrations / testing (and the
+package root).
 """
 
 from __future__ import annotations
