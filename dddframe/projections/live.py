@@ -2,7 +2,8 @@
 
 One transaction: read the projection's row under a shared lock (so a rebuild's switch waits
 for the applies in flight, and applies wait for the switch), skip the event if the active
-generation was built from history through its position, claim the inbox entry of the
+generation was built from history through its position (looked up in the outbox by event id
+when the bus delivers envelopes without one, as Kafka and AMQP do), claim the inbox entry of the
 generation (a redelivery finds it and does nothing), run the handler, raise the checkpoint,
 commit. A failure rolls all of it back and the bus retries the delivery.
 """
@@ -13,6 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from dddframe.bus.context import Inbox
 from dddframe.bus.listener import ListenerTarget, _decode
 from dddframe.bus.subscription import Subscription
@@ -21,15 +25,14 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import EventRegistry
 from dddframe.errors import PoisonEvent, close_matches
 from dddframe.observability.delivery import observe_delivery
+from dddframe.outbox.tables import outbox_table
 from dddframe.projections.projection import ProjectionView
 from dddframe.projections.store import ProjectionStore
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from dddframe.projections.registry import RegisteredProjection
 
-__all__ = ["apply_envelope", "inbox_consumer", "make_live_deliver"]
+__all__ = ["apply_envelope", "inbox_consumer", "make_live_deliver", "outbox_position"]
 
 log = logging.getLogger("dddframe.projections")
 
@@ -65,6 +68,15 @@ async def _call(instance: Any, target: ListenerTarget, event: Any, view: Project
     await getattr(instance, target.method)(event, view)
 
 
+async def outbox_position(session: AsyncSession, envelope: Envelope) -> int | None:
+    """The outbox position of an envelope delivered without one (the Kafka and AMQP buses carry
+    the event, not its position): looked up by event id; None if retention removed the row."""
+    found = await session.scalar(
+        select(outbox_table.c.position).where(outbox_table.c.event_id == str(envelope.event_id))
+    )
+    return int(found) if found is not None else None
+
+
 def make_live_deliver(
     projection: RegisteredProjection,
     *,
@@ -82,7 +94,10 @@ def make_live_deliver(
                 generation = state.active_generation
                 checkpoint = await store.checkpoint(session, name, generation)
                 built = checkpoint.built_through if checkpoint is not None else 0
-                if envelope.position is not None and envelope.position <= built:
+                position = envelope.position
+                if position is None and built:
+                    position = await outbox_position(session, envelope)
+                if position is not None and position <= built:
                     log.debug("%s: %s was replayed into g%d", name, envelope.event_id, generation)
                     return
                 inbox = Inbox(inbox_consumer(name, generation), str(envelope.event_id))
