@@ -26,12 +26,14 @@ rebuilds.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import injector as _injector
+from sqlalchemy.exc import DBAPIError
 
 from dddframe.bus.listener import ListenerTarget, controller_factory
 from dddframe.bus.retry import RetryPolicy
@@ -159,18 +161,29 @@ class Projections:
 
     async def prepare(self) -> None:
         """Record each projection and create its active generation's (and a running rebuild's)
-        tables if missing. Runs when the bus starts (after ``create_schema``)."""
+        tables if missing. Runs when the bus starts (after ``create_schema``); processes that
+        start together may race to create the same row or table, so a conflict is tried again."""
         for p in self._by_name.values():
+            for attempt in range(3):
+                try:
+                    await self._prepare(p)
+                    break
+                except DBAPIError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.1 * (attempt + 1))
+
+    async def _prepare(self, p: RegisteredProjection) -> None:
+        async with self.database.engine.begin() as conn:
+            tables = [t.name for t in p.cls.tables]
+            await self._store.ensure(conn, p.name, tables, p.cls.keep_history)
+            state = await self._store.state(conn, p.name)
+        generations = [state.active_generation]
+        if state.rebuild_state == RUNNING and state.rebuild_generation is not None:
+            generations.append(state.rebuild_generation)
+        for number in generations:
             async with self.database.engine.begin() as conn:
-                tables = [t.name for t in p.cls.tables]
-                await self._store.ensure(conn, p.name, tables, p.cls.keep_history)
-                state = await self._store.state(conn, p.name)
-            generations = [state.active_generation]
-            if state.rebuild_state == RUNNING and state.rebuild_generation is not None:
-                generations.append(state.rebuild_generation)
-            for number in generations:
-                async with self.database.engine.begin() as conn:
-                    await p.generation(number).create(conn)
+                await p.generation(number).create(conn)
 
     @asynccontextmanager
     async def read(self, projection: type[Projection] | str) -> AsyncIterator[ProjectionView]:

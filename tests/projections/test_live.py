@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
+from dddframe.bus.database import DatabaseBus
 from dddframe.domain.envelope import Envelope
 from tests.projections.conftest import AppFactory
 from tests.projections.model import (
     LINE,
     OrderTotals,
+    ReferenceTotals,
     contents,
     outbox_envelopes,
     place,
@@ -61,3 +63,22 @@ async def test_status_shows_the_lag_in_events_and_seconds(
         async with app.database.connect() as conn:
             left = await conn.run_sync(lambda c: inspect(c).get_table_names())
         assert not [t for t in left if t.startswith(("proj_", "dddframe_"))]
+
+
+async def test_the_database_bus_delivers_projections_and_rebuilds_match(
+    any_db: str, make_app: AppFactory
+) -> None:
+    """Projections are ordinary subscriptions: the database bus (many workers, lanes per
+    aggregate) delivers them, and a rebuild equals the live build."""
+    bus = DatabaseBus(run_interval=0.05)
+    async with make_app(any_db, [projection_module()], bus=bus) as app:
+        for i in range(5):
+            await place(app, f"o{i}", [i, 10])
+        await app.drain()
+        live = await contents(app, OrderTotals)
+        assert live == await contents(app, ReferenceTotals)
+        assert live[1] == [(sum(range(5)) + 50, 5)]
+        assert (await app.projections.rebuild(OrderTotals, batch_size=4)).generation == 2
+        await place(app, "after", [1])
+        await app.drain()
+        assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
