@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from dddframe.bus.database import DatabaseBus
 from dddframe.domain.envelope import Envelope
+from dddframe.outbox.tables import framework_metadata
 from tests.projections.conftest import AppFactory
 from tests.projections.model import (
     LINE,
@@ -62,7 +63,7 @@ async def test_status_shows_the_lag_in_events_and_seconds(
         await app.drop_schema()
         async with app.database.connect() as conn:
             left = await conn.run_sync(lambda c: inspect(c).get_table_names())
-        assert not [t for t in left if t.startswith(("proj_", "dddframe_"))]
+        assert not [t for t in left if t.startswith("proj_") or t in framework_metadata.tables]
 
 
 async def test_the_database_bus_delivers_projections_and_rebuilds_match(

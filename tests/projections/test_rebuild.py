@@ -61,7 +61,7 @@ async def test_rebuild_while_orders_keep_coming_equals_a_live_build(
     any_db: str, make_app: AppFactory
 ) -> None:
     async with make_app(any_db, [projection_module()]) as app:
-        await _orders(app, 15)
+        await _orders(app, 10)
         await app.drain()
         async with app.database.engine.begin() as conn:  # a bug once lost a row of the live one
             await conn.execute(delete(orders).where(orders.c.order_id == "o000"))
