@@ -255,3 +255,24 @@ async def test_an_event_delivered_during_the_switch_reaches_the_new_generation(
         await app.drain()
         assert result.built_through < max(e.position or 0 for e in await outbox_envelopes(app))
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
+
+
+async def test_retention_keeps_what_a_running_rebuild_has_not_replayed(
+    any_db: str, make_app: AppFactory
+) -> None:
+    async with make_app(any_db, [projection_module(reference=False)]) as app:
+        await _orders(app, 4)  # positions 1..12, delivered
+        await app.drain()
+        before = await contents(app, OrderTotals)
+        async with app.database.engine.begin() as conn:  # a projection with keep_history=False
+            await conn.execute(update(projections_table).values(keep_after=None))
+        seen: list[RebuildProgress] = []
+        with pytest.raises(Interrupt):
+            await app.projections.rebuild(
+                OrderTotals, batch_size=5, progress=interrupt_after(1, seen)
+            )
+        assert seen[-1].position == 5
+        assert await purge_delivered(app.database, timedelta(0)) == 5  # 1..5 only
+        assert (await app.projections.resume(OrderTotals, batch_size=5)).generation == 2
+        # Positions 1..5 were replayed before retention removed them; the rest were kept.
+        assert await contents(app, OrderTotals) == before
