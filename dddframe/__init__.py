@@ -20,6 +20,7 @@ from dddframe.bus import (
 from dddframe.domain import Aggregate, DomainEvent, Entity, Envelope, Model
 from dddframe.engine import Command, ConflictRetry, Engine, Repository, UnitOfWork
 from dddframe.processes import ProcessContext, ProcessManager
+from dddframe.projections import Projection, ProjectionView
 
 __all__ = [
     "Aggregate",
@@ -42,6 +43,8 @@ __all__ = [
     "NoRetry",
     "ProcessContext",
     "ProcessManager",
+    "Projection",
+    "ProjectionView",
     "Repository",
     "RetryPolicy",
     "UnitOfWork",

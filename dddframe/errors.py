@@ -26,6 +26,7 @@ __all__ = [
     "EventSerializationError",
     "HalfMessageDecided",
     "HeldBack",
+    "HistoryMissing",
     "InvalidArgument",
     "InvalidHeader",
     "LimitExceeded",
@@ -35,7 +36,9 @@ __all__ = [
     "NotStarted",
     "PoisonEvent",
     "PositionExpired",
+    "ProjectionNotFound",
     "PushFailed",
+    "RebuildStateError",
     "RetryInterrupted",
     "ScheduleNotFound",
     "SchemaNotReady",
@@ -113,6 +116,21 @@ class ScheduleNotFound(DddframeError, LookupError):
 
 class PositionExpired(DddframeError):
     """A subscription asked for an outbox position that retention already removed."""
+
+
+class HistoryMissing(DddframeError):
+    """A projection rebuild needs outbox positions that retention already removed; the message
+    names the range. Nothing was changed: the live projection keeps serving."""
+
+
+class ProjectionNotFound(ConfigurationError, LookupError):
+    """No projection with that name (or class) is registered in the application."""
+
+
+class RebuildStateError(DddframeError):
+    """A projection rebuild cannot do what was asked in its current state: one is running (or
+    was interrupted) already, there is none to resume or abandon, or it was abandoned while it
+    ran. The message says which, and what to do."""
 
 
 class RetryInterrupted(DddframeError):

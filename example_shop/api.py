@@ -5,7 +5,7 @@ Commands go through ``engine.run``; queries read the shop's tables. Domain error
 event it causes.
 
 >>> api = make_api(ShopSettings(database_url="sqlite+aiosqlite://"))
->>> sorted(api.openapi()["paths"])[:3]
+>>> sorted(api.openapi()["paths"])[1:4]
 ['/orders', '/orders/{order_id}', '/orders/{order_id}/cancel']
 """
 
@@ -15,7 +15,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import FastAPI, Path, status
+from fastapi import FastAPI, Path, Query, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -24,6 +24,7 @@ from dddframe.integrations.fastapi import ApplicationDep, EngineDep, install, li
 from example_shop.app import make_app
 from example_shop.catalog import AddProduct, Product
 from example_shop.events import Line, Quantity, Reason
+from example_shop.order_summary import OrderStatus, OrderSummaryView, summaries
 from example_shop.ordering import CancelOrder, Order, PlaceOrder
 from example_shop.payment import Payment
 from example_shop.settings import ShopSettings
@@ -141,6 +142,22 @@ def make_api(settings: ShopSettings | None = None, *, consume: bool | None = Non
         """Cancel an order that is not paid yet; its reserved stock is released."""
         await engine.run(CancelOrder(order_id=order_id, reason=body.reason))
         return Placed(order_id=order_id)
+
+    @api.get("/order-summaries", tags=["reporting"])
+    async def list_order_summaries(
+        app: ApplicationDep,
+        order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    ) -> list[OrderSummaryView]:
+        """The newest order summaries (the OrderSummary projection), optionally by status."""
+        return await summaries(app, status=order_status, limit=limit)
+
+    @api.get("/orders/{order_id}/summary", tags=["reporting"])
+    async def get_order_summary(order_id: uuid.UUID, app: ApplicationDep) -> OrderSummaryView:
+        found = await summaries(app, order_id=order_id)
+        if not found:
+            raise NotFound(f"no summary of order {order_id} (yet)")
+        return found[0]
 
     return api
 

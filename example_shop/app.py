@@ -5,7 +5,7 @@ API (example_shop.api) builds the same application with its own settings.
 
 >>> application = make_app(settings=ShopSettings(database_url="sqlite+aiosqlite://"))
 >>> [m.name for m in application.modules]
-['catalog', 'ordering', 'store', 'payment', 'shipping', 'fulfilment']
+['catalog', 'ordering', 'store', 'payment', 'shipping', 'fulfilment', 'reporting']
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dddframe import Application
 from example_shop.catalog import catalog
 from example_shop.fulfilment import make_fulfilment_module
+from example_shop.order_summary import reporting
 from example_shop.ordering import ordering
 from example_shop.payment import make_payment_module
 from example_shop.settings import ShopSettings
@@ -42,6 +43,7 @@ def make_app(
             make_payment_module(settings),
             shipping,
             make_fulfilment_module(settings),
+            reporting,
         ],
         database_url=settings.database_url,
         bus=settings.bus,

@@ -50,6 +50,7 @@ from dddframe.outbox.schema import create_schema, drop_schema
 from dddframe.processes.binding import resolve_steps
 from dddframe.processes.steps import ProcessRuntime, timeout_handler
 from dddframe.processes.timers import ProcessTimeout
+from dddframe.projections import Projections
 
 __all__ = ["Application"]
 
@@ -136,6 +137,7 @@ class Application:
         # The schedule dispatcher of a consuming process, and the task that runs it.
         self._dispatcher: ScheduleDispatcher | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._projections: Projections | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -178,8 +180,15 @@ class Application:
         self._schedule_runner = ScheduleRunner(self._schedules, engine)
         for h in handlers.values():
             check_services(list(h.params), self.injector, f"handler of {h.command.__name__}")
+        self._projections = Projections(
+            [b for m in self.modules for b in m.projections],
+            database=database,
+            registry=self.registry,
+            container=self.injector,
+        )
         self.subscriptions = self._subscriptions(engine)
         self.subscriptions += self._process_subscriptions(engine)
+        self.subscriptions += self._projections.subscriptions(self.bus.default_retry)
         try:
             if await self._schema_exists():
                 await self._start_bus()
@@ -343,6 +352,7 @@ class Application:
     async def _start_bus(self) -> None:
         if self._bus_started:
             return
+        await self.projections.prepare()
         self._runtime = BusRuntime(
             database=self.database,
             engine=self.engine,
@@ -416,6 +426,14 @@ class Application:
         if not self._bus_started:
             raise NotStarted("The bus is not running: call `await app.create_schema()` first.")
         await self.bus.drain(timeout)
+
+    @property
+    def projections(self) -> Projections:
+        """The projections: ``read(cls)``, ``status()``, ``rebuild(name)``, ``resume``,
+        ``abandon`` (see :mod:`dddframe.projections`)."""
+        self._require_started()
+        assert self._projections is not None
+        return self._projections
 
     @property
     def schedules(self) -> Schedules:

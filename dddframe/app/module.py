@@ -33,6 +33,8 @@ from dddframe.engine.handlers import CommandHandler
 from dddframe.errors import ConfigurationError
 from dddframe.processes.binding import Correlate, ProcessBinding, process_binding
 from dddframe.processes.manager import ProcessManager
+from dddframe.projections.binding import ProjectionBinding
+from dddframe.projections.projection import Projection
 
 __all__ = ["LISTEN_PARAMETERS", "ListenerBinding", "Module", "TxCheckerBinding"]
 
@@ -90,6 +92,7 @@ class Module:
         self.events: list[str] = []
         self.upcasters: list[tuple[str, int, Upcaster]] = []
         self.middlewares: list[Middleware] = []
+        self.projections: list[ProjectionBinding] = []
         self._configure: list[Callable[[_injector.Binder], None]] = []
 
     def __repr__(self) -> str:
@@ -251,6 +254,40 @@ class Module:
         if not isinstance(target, str) or not _TARGET.match(target):
             raise ConfigurationError(f"tx_checker target {target!r} must be 'Controller.method'")
         self.tx_checkers.append(TxCheckerBinding(self.name, event_name, target))
+
+    def projection(
+        self,
+        projection: type[Projection],
+        *,
+        listen: dict[str, str],
+        group: str | None = None,
+        retry: RetryPolicy | Callable[[int], float | None] | None = None,
+        dead_letter: DeadLetterPolicy | None = None,
+    ) -> None:
+        """Bind a :class:`~dddframe.Projection`'s handler methods to event names:
+        ``listen={"Order:Placed": "on_placed"}``; checked at start-up (unknown names get
+        "did you mean" suggestions). Its subscription is ``<group>.<ProjectionName>`` (group
+        defaults to the module name); ``retry`` and ``dead_letter`` as for :meth:`listen`."""
+        group = group if group is not None else self.name
+        if not isinstance(group, str) or not _GROUP.fullmatch(group):
+            raise ConfigurationError(
+                f"module {self.name!r}: projection(): group {group!r} must be an identifier-like "
+                "str (letters, digits, _ or -)"
+            )
+        try:
+            policy = as_retry_policy(retry) if retry is not None else None
+        except TypeError as exc:
+            raise ConfigurationError(f"module {self.name!r}: projection(): {exc}") from None
+        binding = ProjectionBinding.create(
+            self.name, projection, listen, group=group, retry=policy, dead_letter=dead_letter
+        )
+        check_name(
+            f"{group}.{projection.projection_name()}",
+            "subscription name",
+            SUBSCRIPTION_MAX,
+            where=f"module {self.name!r}: projection()",
+        )
+        self.projections.append(binding)
 
     # -- events --------------------------------------------------------------------------
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import typer
 
-from dddframe.cli import dead_letters, events, relay, schedules, schema, status, worker
+from dddframe.cli import (
+    dead_letters,
+    events,
+    projections,
+    relay,
+    schedules,
+    schema,
+    status,
+    worker,
+)
 from dddframe.cli.exits import exit_codes_help, guarded, set_debug
 
 app = typer.Typer(
     name="dddframe",
-    help="Operate dddframe applications: workers, relays, dead letters, schedules, schema.",
+    help="Operate dddframe applications: workers, relays, dead letters, schedules, projections, "
+    "schema.",
     epilog="Exit codes: " + exit_codes_help(),
     no_args_is_help=True,
     add_completion=False,
@@ -34,7 +44,8 @@ app.command("relay", epilog="Exit codes: " + exit_codes_help())(guarded(relay.re
 app.command("status", epilog="Exit codes: " + exit_codes_help())(guarded(status.status))
 app.add_typer(events.app, name="events")
 app.add_typer(schedules.app, name="schedules")
-for _group in (schema.app, dead_letters.app, events.app, schedules.app):
+app.add_typer(projections.app, name="projections")
+for _group in (schema.app, dead_letters.app, events.app, schedules.app, projections.app):
     _group.pretty_exceptions_enable = False
     for _info in _group.registered_commands:
         if _info.callback is not None:

@@ -447,9 +447,7 @@ class ScheduleDispatcher:
         interval, and at least 10 ms so a row that cannot be run does not spin the loop."""
         async with self.schedules.database.connect() as conn:
             soonest = await conn.scalar(
-                select(func.min(schedules_table.c.due_at)).where(
-                    schedules_table.c.state == PENDING
-                )
+                select(func.min(schedules_table.c.due_at)).where(schedules_table.c.state == PENDING)
             )
         if soonest is None:
             return self.poll_interval

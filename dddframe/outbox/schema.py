@@ -7,11 +7,13 @@ part after the tables (what a migration tool does not generate from the metadata
 :func:`check_schema` tells a process whether the database is ready for this dddframe.
 
 >>> print(server_ddl("sqlite")[-1])
-INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 2);
+INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 3);
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any
 
 from sqlalchemy import insert, inspect, select, text, update
@@ -27,6 +29,7 @@ from dddframe.outbox.tables import (
     POSTGRES_FUNCTIONS,
     framework_metadata,
     leases_table,
+    projections_table,
     schema_table,
 )
 
@@ -41,8 +44,10 @@ __all__ = [
     "server_ddl",
 ]
 
-SCHEMA_VERSION = 2
-"""The version of the framework's schema this dddframe needs (raised whenever it changes)."""
+SCHEMA_VERSION = 3
+"""The version of the framework's schema this dddframe needs (raised whenever it changes):
+2 added ``dddframe_schedules``, 3 ``dddframe_projections`` and
+``dddframe_projection_checkpoints``."""
 SCHEMA_NAME = "dddframe"
 """The ``dddframe_schema`` row that holds it."""
 
@@ -138,11 +143,28 @@ async def check_schema(database: Database) -> None:
 
 
 async def drop_schema(database: Database, *metadatas: Any) -> None:
-    """Drop the given model metadata, then the framework tables."""
+    """Drop the given model metadata, every generation of the projections' tables, then the
+    framework tables."""
     async with database.engine.begin() as conn:
         for md in metadatas:
             await conn.run_sync(md.drop_all)
+        await conn.run_sync(_drop_projection_tables)
         await conn.run_sync(framework_metadata.drop_all)
+
+
+def _drop_projection_tables(conn: Any) -> None:
+    """Drop the tables of every generation the projections recorded (``name``, ``name__g2``)."""
+    names = set(inspect(conn).get_table_names())
+    if projections_table.name not in names:
+        return
+    declared: set[str] = set()
+    for (stored,) in conn.execute(select(projections_table.c.tables)):
+        with contextlib.suppress(ValueError, TypeError):
+            declared.update(str(t) for t in json.loads(stored))
+    for name in sorted(names):
+        base, _, generation = name.rpartition("__g")
+        if name in declared or (base in declared and generation.isdigit()):
+            conn.execute(text(f"DROP TABLE {conn.dialect.identifier_preparer.quote(name)}"))
 
 
 def _dialect(name: str) -> Dialect:

@@ -14,6 +14,9 @@
     Event ids a consumer has applied, for idempotent listeners; expired by retention.
 ``dddframe_leases``
     Named leases (sequencer election, worker lanes, relays) with an owner and an expiry.
+``dddframe_projections`` and ``dddframe_projection_checkpoints``
+    Each projection's active generation and rebuild, and how far each generation has applied
+    the outbox (:mod:`dddframe.projections`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ __all__ = [
     "outbox_table",
     "parked_table",
     "positions_table",
+    "projection_checkpoints_table",
+    "projections_table",
     "schedules_table",
     "schema_table",
 ]
@@ -244,6 +249,38 @@ leases_table = Table(
     Column("expires_at", _Timestamp, nullable=True),
     Column("value", BigInteger, nullable=False, default=0),
 )
+
+projections_table = Table(
+    "dddframe_projections",
+    framework_metadata,
+    Column("name", String(NAME_MAX), primary_key=True),
+    Column("active_generation", Integer, nullable=False, default=1),
+    Column("rebuild_generation", Integer, nullable=True),
+    Column("rebuild_state", String(16), nullable=True),
+    # The position after which this projection needs the outbox kept (NULL: none needed).
+    Column("keep_after", BigInteger, nullable=True),
+    Column("tables", Text, nullable=False),  # JSON list of the declared table names
+    Column("updated_at", _Timestamp, nullable=False),
+)
+"""One row per projection (:mod:`dddframe.projections`). Live applies read it under a shared
+lock, a rebuild's switch updates it under an exclusive one."""
+
+projection_checkpoints_table = Table(
+    "dddframe_projection_checkpoints",
+    framework_metadata,
+    Column("name", String(NAME_MAX), nullable=False),
+    Column("generation", Integer, nullable=False),
+    # The highest outbox position applied to this generation.
+    Column("position", BigInteger, nullable=False, default=0),
+    # Positions at or below it were applied by a replay: live deliveries skip them.
+    Column("built_through", BigInteger, nullable=False, default=0),
+    # The head when a rebuild started (for progress) and the time of the last applied event.
+    Column("target", BigInteger, nullable=True),
+    Column("event_at", _Timestamp, nullable=True),
+    Column("updated_at", _Timestamp, nullable=False),
+    PrimaryKeyConstraint("name", "generation", name="pk_dddframe_projection_checkpoints"),
+)
+"""How far each generation of each projection has applied the outbox."""
 
 # One row per schema owner ("dddframe"): the version of the framework's tables, functions and
 # seed rows in this database. create_schema and the Alembic helpers write it last; workers

@@ -2,8 +2,8 @@
 too) goes to the same layer or below it, and transports never import each other.
 
 ground (errors, ids, database, context) <- domain <- outbox <- observability <- engine <- bus
-(shared) <- bus.<transport> <- processes <- app <- cli / integrations / testing (and the
-package root).
+(shared) <- bus.<transport> <- processes, projections <- app <- cli / integrations / testing
+(and the package root).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dddframe.engine",),
     ("dddframe.bus",),
     ("dddframe.bus.inprocess", "dddframe.bus.database", "dddframe.bus.kafka", "dddframe.bus.amqp"),
-    ("dddframe.processes",),
+    ("dddframe.processes", "dddframe.projections"),
     ("dddframe.app",),
     ("dddframe.cli", "dddframe.integrations", "dddframe.testing", "dddframe"),
 ]

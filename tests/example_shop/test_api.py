@@ -227,17 +227,19 @@ async def test_command_validation_and_conflicts_map_to_422_and_409(sqlite_db: st
 
 
 async def test_status_page_is_off_by_default_and_served_behind_the_token(
-    sqlite_db: str, stub: PaymentStub, client: httpx.AsyncClient
+    sqlite_db: str, stub: PaymentStub, api: FastAPI, client: httpx.AsyncClient
 ) -> None:
     assert (await client.get("/dddframe/api/status")).status_code == 404  # off by default
     token = "shop-status-token-0123"
-    api = make_api(shop_settings(sqlite_db, stub, status_token=token))
-    async with api.router.lifespan_context(api):
-        transport = httpx.ASGITransport(app=api)
+    secured = make_api(shop_settings(sqlite_db, stub, status_token=token))
+    async with secured.router.lifespan_context(secured):
+        transport = httpx.ASGITransport(app=secured)
         async with httpx.AsyncClient(transport=transport, base_url="http://shop") as c:
             await seed(c)
             r = await c.post("/orders", json={"lines": [{"sku": "MUG", "quantity": 1}]})
             assert r.status_code == 201, r.text
+            await application(secured).drain()
+            # The fixture's API consumes the same database: its passes move positions too.
             await application(api).drain()
             assert (await c.get("/dddframe/api/status")).status_code == 401
             r = await c.get("/dddframe/api/status", headers={"Authorization": f"Bearer {token}"})
