@@ -268,24 +268,27 @@ class Module:
         ``listen={"Order:Placed": "on_placed"}``; checked at start-up (unknown names get
         "did you mean" suggestions). Its subscription is ``<group>.<ProjectionName>`` (group
         defaults to the module name); ``retry`` and ``dead_letter`` as for :meth:`listen`."""
-        group = group if group is not None else self.name
-        if not isinstance(group, str) or not _GROUP.fullmatch(group):
+        if not (isinstance(projection, type) and issubclass(projection, Projection)):
             raise ConfigurationError(
-                f"module {self.name!r}: projection(): group {group!r} must be an identifier-like "
-                "str (letters, digits, _ or -)"
+                f"module {self.name!r}: projection({projection!r}): the first argument must be "
+                "a dddframe.Projection subclass"
             )
-        try:
-            policy = as_retry_policy(retry) if retry is not None else None
-        except TypeError as exc:
-            raise ConfigurationError(f"module {self.name!r}: projection(): {exc}") from None
-        binding = ProjectionBinding.create(
-            self.name, projection, listen, group=group, retry=policy, dead_letter=dead_letter
+        policy = delivery_policy(
+            f"module {self.name!r}: projection({projection.__name__})",
+            name=projection.projection_name(),
+            group=group if group is not None else self.name,
+            retry=retry,
+            timeout=None,
+            dead_letter=dead_letter,
+            start="earliest",
         )
-        check_name(
-            f"{group}.{projection.projection_name()}",
-            "subscription name",
-            SUBSCRIPTION_MAX,
-            where=f"module {self.name!r}: projection()",
+        binding = ProjectionBinding.create(
+            self.name,
+            projection,
+            listen,
+            group=policy.group,
+            retry=policy.retry,
+            dead_letter=policy.dead_letter,
         )
         self.projections.append(binding)
 
