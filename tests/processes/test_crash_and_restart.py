@@ -48,10 +48,14 @@ async def test_sigkill_between_a_steps_commit_and_its_commands_runs_them_once(
     assert child.returncode == -signal.SIGKILL, err.decode()
     assert "committed 1" in out.decode()
 
+    reader = Application([fulfilment_module()], any_db, consume=False)
+    async with reader:  # before a worker starts: the step committed, its command did not run
+        assert await _effects(reader, "reserve") == 0
+        pending = sorted(s.command.rsplit(".", 1)[1] for s in await reader.schedules.list())
+        assert pending == ["ProcessTimeout", "Record"]  # the payment timer and the command
     app = Application([fulfilment_module()], any_db, bus=InProcessBus(poll_interval=0.05))
     async with app:
         await app.create_schema()
-        assert await _effects(app, "reserve") == 0  # the command had not run
         async with asyncio.timeout(20):
             while await _effects(app, "reserve") == 0:
                 await asyncio.sleep(0.05)
