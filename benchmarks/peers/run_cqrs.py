@@ -20,17 +20,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cqrs  # noqa: E402
-import pydantic  # noqa: E402
-from _common import PAYLOAD_NOTE, emit, log, paced, parse, percentiles  # noqa: E402
-from _common import start_writer  # noqa: E402
-from cqrs.mapping.outbox import OutboxedEventMap  # noqa: E402
-from cqrs.message_brokers import protocol as broker_protocol  # noqa: E402
-from cqrs.message_brokers.producer import EventProducer  # noqa: E402
-from cqrs.outbox.sqlalchemy import OutboxModel, SqlAlchemyOutboxedEventRepository  # noqa: E402
-from sqlalchemy import Integer, String  # noqa: E402
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+import cqrs
+import pydantic
+from _common import (
+    PAYLOAD_NOTE,
+    emit,
+    log,
+    paced,
+    parse,
+    percentiles,
+    start_writer,
+)
+from cqrs.mapping.outbox import OutboxedEventMap
+from cqrs.message_brokers import protocol as broker_protocol
+from cqrs.message_brokers.producer import EventProducer
+from cqrs.outbox.sqlalchemy import OutboxModel, SqlAlchemyOutboxedEventRepository
+from sqlalchemy import Integer, String
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 VERSION = f"python-cqrs {version('python-cqrs')}, SQLAlchemy {version('sqlalchemy')}"
 SETTINGS = "EventProducer, batches of 1000, commit per batch"
@@ -58,7 +65,7 @@ class Note(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(String(64))
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __mapper_args__ = {"version_id_col": version}
 
 
 async def fresh(url: str):  # type: ignore[no-untyped-def]

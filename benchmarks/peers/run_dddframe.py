@@ -13,17 +13,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout (dddframe, benchmarks)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, log, parse, paced, percentiles, start_writer  # noqa: E402
-from sqlalchemy import String  # noqa: E402
-from sqlalchemy.orm import Mapped, mapped_column  # noqa: E402
+from _common import emit, log, paced, parse, percentiles, start_writer
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
 
-import dddframe  # noqa: E402
-from benchmarks import database_bus as db_bench  # noqa: E402
-from dddframe import Aggregate, Application, Command, DomainEvent, Module, Repository  # noqa: E402
-from dddframe.bus.database import DatabaseBus  # noqa: E402
-from dddframe.bus.inprocess import InProcessBus  # noqa: E402
-from dddframe.cli.process import freeze_startup_heap  # noqa: E402
-from dddframe.testing import reset_database  # noqa: E402
+import dddframe
+from benchmarks import database_bus as db_bench
+from dddframe import Aggregate, Application, Command, DomainEvent, Module, Repository
+from dddframe.bus.database import DatabaseBus
+from dddframe.bus.inprocess import InProcessBus
+from dddframe.cli.process import freeze_startup_heap
+from dddframe.testing import reset_database
 
 VERSION = getattr(dddframe, "__version__", "checkout")
 

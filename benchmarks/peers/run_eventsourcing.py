@@ -22,8 +22,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD_NOTE, emit, log, paced_sync, parse, percentiles  # noqa: E402
-from _common import start_writer  # noqa: E402
+from _common import (
+    PAYLOAD_NOTE,
+    emit,
+    log,
+    paced_sync,
+    parse,
+    percentiles,
+    start_writer,
+)
 
 
 def configure(url: str) -> dict[str, str]:
@@ -47,12 +54,12 @@ def configure(url: str) -> dict[str, str]:
 args = parse()
 ENV = configure(args.url)
 
-import psycopg  # noqa: E402
-from eventsourcing.application import Application  # noqa: E402
-from eventsourcing.domain import Aggregate, event  # noqa: E402
-from eventsourcing.persistence import Tracking  # noqa: E402
-from eventsourcing.postgres import PostgresTrackingRecorder  # noqa: E402
-from eventsourcing.projection import (  # noqa: E402
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import (
     ApplicationSubscription,
     Projection,
     ProjectionRunner,

@@ -19,12 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD_NOTE, emit, log, paced, parse, percentiles  # noqa: E402
-from _common import start_writer, wait_for_count  # noqa: E402
-from faststream_outbox import OutboxBroker, make_outbox_table  # noqa: E402
-from sqlalchemy import Integer, MetaData, String, func, select  # noqa: E402
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+from _common import PAYLOAD_NOTE, emit, log, paced, parse, percentiles, start_writer, wait_for_count
+from faststream_outbox import OutboxBroker, make_outbox_table
+from sqlalchemy import Integer, MetaData, String, func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 VERSION = f"faststream-outbox {version('faststream-outbox')}, faststream {version('faststream')}"
 SETTINGS = "max_workers=8, fetch_batch_size=1000, terminal_flush_batch_size=100"
@@ -41,7 +40,7 @@ class Note(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(String(64))
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __mapper_args__ = {"version_id_col": version}
 
 
 async def fresh(url: str):  # type: ignore[no-untyped-def]
@@ -116,7 +115,7 @@ async def w2(args) -> None:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     await broker.start()
     await wait_for_count(lambda: len(seen), args.backlog, 900)
-    while await remaining(engine):  # acknowledged = deleted
+    while await remaining(engine):  # noqa: ASYNC110 (acknowledged = deleted; polled)
         await asyncio.sleep(0.01)
     rate = args.backlog / (time.perf_counter() - start)
     await broker.stop()

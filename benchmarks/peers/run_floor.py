@@ -19,13 +19,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import asyncpg  # noqa: E402
-import sqlalchemy  # noqa: E402
-from _common import PAYLOAD_NOTE, dsn, emit, log, paced, parse, percentiles  # noqa: E402
-from _common import start_writer  # noqa: E402
-from sqlalchemy import BigInteger, Integer, String, Text, insert, select, text, update  # noqa: E402
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+import contextlib
+
+import asyncpg
+import sqlalchemy
+from _common import (
+    PAYLOAD_NOTE,
+    dsn,
+    emit,
+    log,
+    paced,
+    parse,
+    percentiles,
+    start_writer,
+)
+from sqlalchemy import BigInteger, Integer, String, Text, insert, select, text, update
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
@@ -37,7 +47,7 @@ class Note(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(String(64))
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Outbox(Base):
@@ -142,10 +152,8 @@ async def w3(args) -> None:  # type: ignore[no-untyped-def]
     last = 0
     async with engine.connect() as conn:
         while len(latencies) < target:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
             wake.clear()
             rows = (
                 await conn.execute(

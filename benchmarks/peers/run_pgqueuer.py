@@ -20,11 +20,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import asyncpg  # noqa: E402
-from _common import PAYLOAD_NOTE, dsn, emit, log, paced, parse, percentiles  # noqa: E402
-from _common import start_writer, wait_for_count  # noqa: E402
-from pgqueuer import AsyncpgDriver, Queries, QueueManager  # noqa: E402
-from pgqueuer.domain.types import QueueExecutionMode  # noqa: E402
+import contextlib
+
+import asyncpg
+from _common import (
+    PAYLOAD_NOTE,
+    dsn,
+    emit,
+    log,
+    paced,
+    parse,
+    percentiles,
+    start_writer,
+    wait_for_count,
+)
+from pgqueuer import AsyncpgDriver, Queries, QueueManager
+from pgqueuer.domain.types import QueueExecutionMode
 
 VERSION = f"pgqueuer {version('pgqueuer')}, asyncpg {version('asyncpg')}"
 SETTINGS = "QueueManager.run(batch_size=1000), one entrypoint, no concurrency limit"
@@ -33,10 +44,8 @@ SETTINGS = "QueueManager.run(batch_size=1000), one entrypoint, no concurrency li
 async def fresh(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn(url))
     queries = Queries(AsyncpgDriver(conn))
-    try:
+    with contextlib.suppress(asyncpg.PostgresError):
         await queries.uninstall()
-    except asyncpg.PostgresError:
-        pass
     await queries.install()
     await conn.execute("DROP TABLE IF EXISTS pgq_notes")
     await conn.execute("CREATE TABLE pgq_notes (id uuid PRIMARY KEY, version int, text text)")
@@ -98,7 +107,9 @@ async def w2(args) -> None:  # type: ignore[no-untyped-def]
     seen: list[float] = []
     qm = manager(await asyncpg.connect(dsn(args.url)), seen, timed=False)
     start = time.perf_counter()
-    await qm.run(batch_size=1000, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
+    await qm.run(
+        batch_size=1000, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1)
+    )
     rate = len(seen) / (time.perf_counter() - start)
     assert len(seen) == args.backlog, (len(seen), args.backlog)
     await conn.close()
