@@ -42,8 +42,8 @@ FILL = """
 INSERT INTO dddframe_outbox (event_id, name, aggregate_type, aggregate_id, aggregate_version,
     event_version, occurred_at, payload, headers, status)
 SELECT gen_random_uuid()::text, 'Bench:Backlog', 'Bench', (g % 1000)::text, g / 1000 + 1, 1,
-    now(), '{"i": ' || g || ', "note": "' || :note || '"}', '{"correlation_id":"c"}', 0
-FROM generate_series(:lo, :hi) g
+    now(), '{"i": ' || g || ', "note": "' || CAST(:note AS text) || '"}', '{"correlation_id":"c"}', 0
+FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
 """
 
 
@@ -54,6 +54,7 @@ def module(subscriptions: int):  # type: ignore[no-untyped-def]
     async def on_event(self, event: Envelope) -> None:  # type: ignore[no-untyped-def]
         pass
 
+    on_event.__annotations__ = {"event": Envelope, "return": None}  # resolved at start-up
     methods = {f"on_{i}": on_event for i in range(subscriptions)}
     controller = type("ScaleController", (), methods)
     m = Module("scale")
