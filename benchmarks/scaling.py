@@ -5,8 +5,9 @@
 Every point runs on a fresh schema; the backlog is written with one ``INSERT ... SELECT
 generate_series`` and numbered by the sequencer before the clock starts. Workers are separate
 processes (``python -m benchmarks.scaling --worker K``) started on the filled table; the clock
-runs from the first worker's start (after its imports) until every subscription's stored
-position reaches the head. Series:
+runs from the moment the first worker had started (``Application`` started: leases taken,
+bus running; what was delivered during start-up is not counted) until every subscription's
+stored position reaches the head; the start-up time is recorded beside it. Series:
 
 1. subscriptions: 1, 10 and 50 subscriptions (one group, one worker) on a 20,000-event
    backlog; delivered = deliveries (events x subscriptions) per second. Naive: one process
@@ -38,11 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 URL = os.environ.get("BENCH_SCALING_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/h3")
 NOTE = "x" * 120
+DELIVERED = [0]  # in a worker: listener calls so far
 FILL = """
 INSERT INTO dddframe_outbox (event_id, name, aggregate_type, aggregate_id, aggregate_version,
     event_version, occurred_at, payload, headers, status)
 SELECT gen_random_uuid()::text, 'Bench:Backlog', 'Bench', (g % 1000)::text, g / 1000 + 1, 1,
-    now(), '{"i": ' || g || ', "note": "' || CAST(:note AS text) || '"}', '{"correlation_id":"c"}', 0
+    now(), '{"i": ' || g || ', "note": "' || CAST(:note AS text) || '"}',
+    '{"correlation_id":"c"}', 0
 FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
 """
 
@@ -52,7 +55,7 @@ def module(subscriptions: int):  # type: ignore[no-untyped-def]
     from dddframe import Envelope, Module
 
     async def on_event(self, event: Envelope) -> None:  # type: ignore[no-untyped-def]
-        pass
+        DELIVERED[0] += 1
 
     on_event.__annotations__ = {"event": Envelope, "return": None}  # resolved at start-up
     methods = {f"on_{i}": on_event for i in range(subscriptions)}
@@ -130,26 +133,37 @@ def spawn(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
-def ready_time(proc: subprocess.Popen[str]) -> float:
+def ready_line(proc: subprocess.Popen[str], word: str) -> list[float]:
     line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("ready "):
+    if not line.startswith(word + " "):
         raise RuntimeError(f"worker did not start: {line!r}")
-    return float(line.split()[1])
+    return [float(x) for x in line.split()[1:]]
+
+
+def ready_time(proc: subprocess.Popen[str]) -> float:
+    return ready_line(proc, "ready")[0]
 
 
 async def dddframe_point(events: int, subscriptions: int, workers: int) -> dict[str, float]:
     head = await fill(events)
     procs = [spawn(["--worker", str(subscriptions)]) for _ in range(workers)]
-    start = min([await asyncio.to_thread(ready_time, p) for p in procs])
+    ready = [(await asyncio.to_thread(ready_line, p, "ready"))[0] for p in procs]
+    started = [await asyncio.to_thread(ready_line, p, "started") for p in procs]
+    # The clock runs from the moment the first worker had started (leases taken, bus running);
+    # what the workers delivered while starting is left out of the count.
+    start = min(t for t, _ in started)
+    before = sum(n for _, n in started)
     while not await positions_at(head, subscriptions):  # noqa: ASYNC110 (another process)
         await asyncio.sleep(0.05)
     elapsed = time.time() - start
+    startup = max(t for t, _ in started) - min(ready)
     rss = max(rss_kib(p.pid) for p in procs)
     for p in procs:
         p.terminate()
     for p in procs:
         await asyncio.to_thread(p.wait)
-    return {"delivered": events * subscriptions / elapsed, "seconds": elapsed, "rss_kib": rss}
+    delivered = (events * subscriptions - before) / elapsed
+    return {"delivered": delivered, "seconds": elapsed, "rss_kib": rss, "startup": startup}
 
 
 async def naive_point(events: int, subscriptions: int, workers: int) -> dict[str, float]:
@@ -172,6 +186,7 @@ async def run_worker(subscriptions: int) -> None:
     print(f"ready {time.time()}", flush=True)
     async with app:
         freeze_startup_heap()
+        print(f"started {time.time()} {DELIVERED[0]}", flush=True)
         await asyncio.Event().wait()  # until terminated
 
 
@@ -247,7 +262,8 @@ async def measure(opts: argparse.Namespace) -> dict:
         d, n = pair["dddframe"], pair["naive"]
         print(
             f"{series} x={x}: dddframe {d['delivered']:,.0f}/s ({d['seconds']:.1f}s, "
-            f"{d['rss_kib'] / 1024:.0f} MiB), naive {n['delivered']:,.0f}/s "
+            f"{d['rss_kib'] / 1024:.0f} MiB, start-up {d['startup']:.1f}s), "
+            f"naive {n['delivered']:,.0f}/s "
             f"({n['seconds']:.1f}s, {n['rss_kib'] / 1024:.0f} MiB), load {row['load']}",
             flush=True,
         )
