@@ -182,7 +182,9 @@ async def run_worker(subscriptions: int) -> None:
     from dddframe import Application
     from dddframe.cli.process import freeze_startup_heap
 
-    app = Application([module(subscriptions)], URL, bus=bus())
+    pool = int(os.environ.get("BENCH_SCALING_POOL", "0"))  # diagnostic: a larger pool
+    options = {"pool_size": pool, "max_overflow": pool} if pool else None
+    app = Application([module(subscriptions)], URL, bus=bus(), engine_options=options)
     print(f"ready {time.time()}", flush=True)
     async with app:
         freeze_startup_heap()
