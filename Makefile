@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: install demo test test-packaging lint format typecheck bench docs serve clean
+.PHONY: install demo test test-packaging lint format typecheck bench bench-peers bench-scaling docs serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ test: install lint
 
 bench: install
 	$(PY) -m benchmarks
+
+# dddframe beside eventsourcing, faststream-outbox, pgqueuer and python-cqrs on PostgreSQL
+# (BENCH_PEERS_URL); each peer gets its own virtualenv under .bench-venvs/. ARGS=--quick smokes.
+bench-peers: install
+	$(PY) -m benchmarks.peers $(ARGS)
+
+# The database bus against subscriptions, outbox size and workers (BENCH_SCALING_URL); draws
+# the PNG charts under docs/images/ with matplotlib (the bench extra).
+bench-scaling: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.scaling --json docs/images/scaling.json $(ARGS)
 
 # The documentation site (mkdocs-material, strict: a broken link or nav entry fails the build).
 docs: install
