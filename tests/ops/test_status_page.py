@@ -4,6 +4,7 @@ answered 404/422, hostile stored texts kept inert, and the token never in a URL.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -316,7 +317,7 @@ async def test_the_chart_labels_its_time_axis(
     assert "time (UTC)" in chart and "events/min" in chart
     ticks = re.findall(r'class="tick">(\d\d:\d\d)<', chart)
     minutes = [int(t[:2]) * 60 + int(t[3:]) for t in ticks]
-    steps = [(b - a) % 1440 for a, b in zip(minutes, minutes[1:])]
+    steps = [(b - a) % 1440 for a, b in itertools.pairwise(minutes)]
     # left to right in time order, also across midnight (23:51, 23:58, 00:05)
     assert len(ticks) == 3 and all(0 < step < 720 for step in steps)
     assert 'viewBox="0 0 480 160"' in chart
