@@ -27,6 +27,7 @@ from dddframe.errors import PoisonEvent, close_matches
 from dddframe.observability.delivery import observe_delivery
 from dddframe.outbox.tables import outbox_table
 from dddframe.projections.projection import ProjectionView
+from dddframe.projections.rows import RowCache
 from dddframe.projections.store import ProjectionStore
 
 if TYPE_CHECKING:
@@ -48,9 +49,12 @@ async def apply_envelope(
     generation: int,
     envelope: Envelope,
     registry: EventRegistry,
+    rows: RowCache | None = None,
 ) -> None:
     """Decode ``envelope`` and run its handler on ``generation``'s tables (no inbox, no
-    checkpoint: the caller records those in the same transaction)."""
+    checkpoint: the caller records those in the same transaction). Rows the handler puts
+    through the view wait in ``rows`` for the caller to flush; without ``rows`` they are
+    written before this returns."""
     target = projection.handlers.get(envelope.name)
     if target is None:
         raise PoisonEvent(
@@ -60,8 +64,19 @@ async def apply_envelope(
     if not registry.is_known(envelope.name):
         raise PoisonEvent(f"no event class or declaration is named {envelope.name!r}")
     event = decode_event(envelope, target.event_type, registry)
-    view = ProjectionView(session, projection.generation(generation), envelope)
+    own = rows is None
+    if rows is None:
+        rows = RowCache(projection_dialect(session))
+    view = ProjectionView(session, projection.generation(generation), envelope, rows)
     await _call(projection.instance(), target, event, view)
+    if own:
+        await rows.flush(session)
+
+
+def projection_dialect(session: AsyncSession) -> str:
+    """The name of the dialect ``session`` talks to (``postgresql``, ``mysql``, ``sqlite``)."""
+    name = session.get_bind().dialect.name
+    return "mysql" if name == "mariadb" else name
 
 
 async def _call(instance: Any, target: ListenerTarget, event: Any, view: ProjectionView) -> None:

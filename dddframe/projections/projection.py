@@ -15,8 +15,8 @@ handlers write through.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,7 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.limits import NAME_MAX
 from dddframe.errors import ConfigurationError, UsageError
 from dddframe.projections.generations import Generation
+from dddframe.projections.rows import RowCache, select_row
 
 __all__ = ["Projection", "ProjectionView"]
 
@@ -102,16 +103,27 @@ class ProjectionView:
     ``view.table(order_summaries)`` is the physical table of the generation this view reads or
     writes; ``view.session`` the session (a transaction is open in it); ``view.envelope`` the
     event being applied (None for readers); ``view.generation`` its number.
+
+    Rows by primary key: ``await view.get(table, key)``, ``view.put(table, row)`` and
+    ``view.delete(table, key)`` read and write one row of a declared table, written when the
+    framework commits (see :mod:`dddframe.projections.rows`); a rebuild then writes each row
+    once per batch instead of once per event. Use them or SQL through ``view.session`` for a
+    table, not both: SQL does not see rows put but not yet written.
     """
 
-    __slots__ = ("_generation", "envelope", "session")
+    __slots__ = ("_generation", "_rows", "envelope", "session")
 
     def __init__(
-        self, session: AsyncSession, generation: Generation, envelope: Envelope | None = None
+        self,
+        session: AsyncSession,
+        generation: Generation,
+        envelope: Envelope | None = None,
+        rows: RowCache | None = None,
     ) -> None:
         self.session = session
         self._generation = generation
         self.envelope = envelope
+        self._rows = rows
 
     @property
     def generation(self) -> int:
@@ -128,3 +140,28 @@ class ProjectionView:
                 "Projection.tables."
             )
         return found
+
+    async def get(self, declared: Table | str, key: object) -> dict[str, Any] | None:
+        """The row of a declared table whose primary key is ``key`` (a value, or a tuple in the
+        key's column order) as a new dict, or None; includes rows put in this transaction."""
+        table = self.table(declared)
+        if self._rows is None:
+            return await select_row(self.session, table, RowCache.key(table, key))
+        return await self._rows.get(self.session, table, key)
+
+    def put(self, declared: Table | str, row: Mapping[str, Any]) -> None:
+        """Insert ``row`` into a declared table, or update the columns it names where its
+        primary key exists; written when the framework commits."""
+        self._writable("put").put(self.table(declared), row)
+
+    def delete(self, declared: Table | str, key: object) -> None:
+        """Delete the row whose primary key is ``key``; written when the framework commits."""
+        self._writable("delete").delete(self.table(declared), key)
+
+    def _writable(self, verb: str) -> RowCache:
+        if self._rows is None:
+            raise UsageError(
+                f"view.{verb}() writes only in a projection's handler; readers "
+                "(app.projections.read) cannot write"
+            )
+        return self._rows

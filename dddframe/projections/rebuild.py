@@ -34,6 +34,7 @@ from dddframe.errors import HistoryMissing, InvalidArgument, RebuildStateError
 from dddframe.outbox.reader import OutboxReader
 from dddframe.projections.history import missing_range
 from dddframe.projections.live import apply_envelope
+from dddframe.projections.rows import RowCache
 from dddframe.projections.store import RUNNING, ProjectionState, ProjectionStore
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class Rebuilder:
                 )
             await self.store.begin_rebuild(session, self.name, generation, start=start, target=head)
         log.info("%s: rebuilding into generation %d from position %d", self.name, generation, start)
-        return await self._run(generation, batch_size, progress)
+        return await self._run(generation, batch_size, progress, fresh=True)
 
     async def resume(
         self, *, batch_size: int = 500, progress: Progress | None = None
@@ -156,7 +157,7 @@ class Rebuilder:
         generation = self._running(state, "resume")
         async with self.database.engine.begin() as conn:
             await self.projection.generation(generation).create(conn)
-        return await self._run(generation, batch_size, progress)
+        return await self._run(generation, batch_size, progress, fresh=False)
 
     async def abandon(self) -> int:
         """Forget the interrupted rebuild and drop its tables; returns its generation."""
@@ -173,8 +174,11 @@ class Rebuilder:
     # -- the replay and the switch -------------------------------------------------------
 
     async def _run(
-        self, generation: int, batch_size: int, progress: Progress | None
+        self, generation: int, batch_size: int, progress: Progress | None, *, fresh: bool
     ) -> RebuildResult:
+        # The rebuild is the only writer of the generation it builds, so rows put through
+        # views stay valid from batch to batch; tables created for this run start empty.
+        rows = RowCache(self.database.dialect, known_empty=fresh)
         applied = 0
         start: int | None = None
         while True:
@@ -191,12 +195,12 @@ class Rebuilder:
                 if head - checkpoint.position <= batch_size:
                     break
                 upto, count = await self._replay(
-                    session, generation, checkpoint.position, batch_size
+                    session, generation, checkpoint.position, batch_size, rows=rows
                 )
             applied += count
             if progress is not None:
                 progress(RebuildProgress(self.name, generation, start, upto, head, applied))
-        switched, count = await self._switch(generation, batch_size)
+        switched, count = await self._switch(generation, batch_size, rows)
         applied += count
         if progress is not None:
             progress(RebuildProgress(self.name, generation, start, switched, switched, applied))
@@ -212,6 +216,7 @@ class Rebuilder:
         batch_size: int,
         head: int | None = None,
         *,
+        rows: RowCache,
         built: bool = True,
     ) -> tuple[int, int]:
         """Apply one batch after ``after`` to ``generation`` and move its checkpoint."""
@@ -223,8 +228,15 @@ class Rebuilder:
             names=self.projection.event_names,
             head=head,
         )
-        for envelope in envelopes:
-            await apply_envelope(session, self.projection, generation, envelope, self.registry)
+        try:
+            for envelope in envelopes:
+                await apply_envelope(
+                    session, self.projection, generation, envelope, self.registry, rows
+                )
+            await rows.flush(session)
+        except BaseException:
+            rows.forget()  # the transaction rolls back: nothing pending was written
+            raise
         event_at = envelopes[-1].occurred_at if envelopes else None
         moved = await self.store.replayed(
             session, self.name, generation, after=after, upto=upto, event_at=event_at, built=built
@@ -237,7 +249,7 @@ class Rebuilder:
             )
         return upto, len(envelopes)
 
-    async def _switch(self, generation: int, batch_size: int) -> tuple[int, int]:
+    async def _switch(self, generation: int, batch_size: int, rows: RowCache) -> tuple[int, int]:
         """Catch up to the head and make ``generation`` active, in one transaction."""
         applied = 0
         async with self.database.session() as session, session.begin():
@@ -249,7 +261,9 @@ class Rebuilder:
             head = await self.reader.head(await session.connection())
             position = checkpoint.position
             while True:
-                upto, count = await self._replay(session, generation, position, batch_size, head)
+                upto, count = await self._replay(
+                    session, generation, position, batch_size, head, rows=rows
+                )
                 applied += count
                 if upto == position or upto >= head:
                     position = upto

@@ -1,0 +1,238 @@
+"""Write-behind rows for projection handlers: ``await view.get(table, key)``,
+``view.put(table, row)`` and ``view.delete(table, key)``.
+
+A handler that keeps one row per key (a summary per order, a count per cart) can read and write
+that row through its view instead of with SQL. The rows are kept here and written when the
+framework commits the handler's transaction, before the checkpoint and in the same transaction,
+as one multi-row upsert (and one delete) per table. A live delivery commits one event, so
+nothing changes for it; a rebuild commits a batch of events, so a row that many events touch is
+written once per batch, and a rebuild into empty tables never reads a row it has not written.
+
+>>> from sqlalchemy import Column, Integer, MetaData, String, Table
+>>> sizes = Table("doc_sizes", MetaData(), Column("cart", String(10), primary_key=True),
+...               Column("size", Integer, nullable=False, default=0))
+>>> rows = RowCache("sqlite", known_empty=True)
+>>> rows.put(sizes, {"cart": "c1", "size": 2})
+>>> rows.pending()
+1
+>>> rows.key_of(sizes, {"cart": "c1", "size": 2})
+('c1',)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, delete, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
+
+from dddframe.errors import UsageError
+
+__all__ = ["RowCache", "select_row"]
+
+Key = tuple[Any, ...]
+Row = dict[str, Any]
+
+
+class RowCache:
+    """The rows a projection's handlers read and wrote in one transaction (or, in a rebuild,
+    in every batch of the run: the rebuild is the only writer of the generation it builds).
+
+    ``known_empty``: the tables were created empty for this run, so a key never put is absent
+    without asking the database. ``limit``: after a flush with more rows than this kept, the
+    kept rows are forgotten (they are in the database) and later reads ask the database again.
+    """
+
+    __slots__ = ("_complete", "_dialect", "_known", "_pending", "_tables", "limit")
+
+    def __init__(self, dialect: str, *, known_empty: bool = False, limit: int = 100_000) -> None:
+        self._dialect = dialect
+        self._complete = known_empty
+        self.limit = limit
+        self._tables: dict[str, Table] = {}
+        # Rows as the transaction sees them (None: known absent), by table and primary key.
+        self._known: dict[str, dict[Key, Row | None]] = {}
+        # Writes not flushed yet: the columns to upsert, or None to delete.
+        self._pending: dict[str, dict[Key, Row | None]] = {}
+
+    # -- what handlers call (through ProjectionView) ---------------------------------------
+
+    async def get(self, session: AsyncSession, table: Table, key: object) -> Row | None:
+        """The row of ``table`` whose primary key is ``key`` (a value, or a tuple for a
+        composite key, in the key's column order), as a new dict; None if there is none."""
+        k = self.key(table, key)
+        known = self._known.get(table.name, {})
+        if k in known:
+            row = known[k]
+            return dict(row) if row is not None else None
+        if self._complete:
+            return None
+        if k in self._pending.get(table.name, {}):
+            await self.flush(session)  # a partial write: let the database merge it first
+        found = await select_row(session, table, k)
+        self._remember(table, k, found)
+        return dict(found) if found is not None else None
+
+    def put(self, table: Table, row: Mapping[str, Any]) -> None:
+        """Insert the row, or update the columns it names if its primary key exists."""
+        if not isinstance(row, Mapping):
+            raise UsageError(
+                f"view.put({table.name}, ...) takes the row as a mapping of column names to "
+                f"values, not {type(row).__name__}"
+            )
+        unknown = [name for name in row if name not in table.c]
+        if unknown:
+            raise UsageError(
+                f"{table.name} has no column {unknown[0]!r}; its columns are "
+                f"{', '.join(table.c.keys())}"
+            )
+        k = self.key_of(table, row)
+        self._tables.setdefault(table.name, table)
+        values = dict(row)
+        known = self._known.get(table.name, {})
+        before = known.get(k) if k in known else (None if self._complete else ...)
+        pending = self._pending.setdefault(table.name, {})
+        if before is None:  # known absent: a new row, every column written
+            full = _with_defaults(table, values)
+            self._remember(table, k, full)
+            pending[k] = full
+            return
+        if before is not ...:
+            self._remember(table, k, {**before, **values})
+        previous = pending.get(k)
+        pending[k] = {**previous, **values} if previous is not None else values
+
+    def delete(self, table: Table, key: object) -> None:
+        """Delete the row whose primary key is ``key`` (nothing happens if there is none)."""
+        k = self.key(table, key)
+        self._remember(table, k, None)
+        self._pending.setdefault(table.name, {})[k] = None
+
+    # -- what the framework calls -----------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many rows wait to be written."""
+        return sum(len(rows) for rows in self._pending.values())
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Write the pending rows in ``session``'s transaction."""
+        for name, rows in self._pending.items():
+            if not rows:
+                continue
+            table = self._tables[name]
+            gone = [k for k, row in rows.items() if row is None]
+            if gone:
+                await session.execute(_delete_by_key(table), [_key_params(table, k) for k in gone])
+            by_columns: dict[tuple[str, ...], list[Row]] = {}
+            for row in rows.values():
+                if row is not None:
+                    by_columns.setdefault(tuple(sorted(row)), []).append(row)
+            for columns, group in by_columns.items():
+                await session.execute(self._upsert(table, columns), group)
+        self._pending.clear()
+        if sum(len(rows) for rows in self._known.values()) > self.limit:
+            self._known.clear()
+            self._complete = False
+
+    def forget(self) -> None:
+        """Drop everything (after a rollback: nothing pending was written)."""
+        self._known.clear()
+        self._pending.clear()
+        self._complete = False
+
+    def key_of(self, table: Table, row: Mapping[str, Any]) -> Key:
+        """The primary key of ``row`` (every primary-key column must be in it)."""
+        columns = _primary_key(table)
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise UsageError(
+                f"view.put({table.name}, ...) needs the primary key column(s) "
+                f"{', '.join(missing)} in the row"
+            )
+        return tuple(row[c] for c in columns)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def key(table: Table, key: object) -> Key:
+        """``key`` as a tuple in the order of ``table``'s primary-key columns, checked."""
+        columns = _primary_key(table)
+        k = key if isinstance(key, tuple) else (key,)
+        if len(k) != len(columns):
+            raise UsageError(
+                f"{table.name}'s primary key is ({', '.join(columns)}): give "
+                + ("one value" if len(columns) == 1 else f"a tuple of {len(columns)} values")
+                + f", not {key!r}"
+            )
+        return k
+
+    def _remember(self, table: Table, key: Key, row: Row | None) -> None:
+        self._tables.setdefault(table.name, table)
+        self._known.setdefault(table.name, {})[key] = row
+
+    def _upsert(self, table: Table, columns: tuple[str, ...]) -> Insert:
+        keys = [c.name for c in table.primary_key.columns]
+        updated = [c for c in columns if c not in keys]
+        if self._dialect == "mysql":
+            my = mysql.insert(table)
+            # Every column is the key: an existing row needs nothing (a no-op assignment).
+            chosen = updated or keys[:1]
+            return my.on_duplicate_key_update({c: my.inserted[c] for c in chosen})
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(table)
+            if not updated:
+                return pg.on_conflict_do_nothing(index_elements=keys)
+            return pg.on_conflict_do_update(
+                index_elements=keys, set_={c: pg.excluded[c] for c in updated}
+            )
+        lite = sqlite.insert(table)
+        if not updated:
+            return lite.on_conflict_do_nothing(index_elements=keys)
+        return lite.on_conflict_do_update(
+            index_elements=keys, set_={c: lite.excluded[c] for c in updated}
+        )
+
+
+def _primary_key(table: Table) -> list[str]:
+    columns = [c.name for c in table.primary_key.columns]
+    if not columns:
+        raise UsageError(
+            f"view.get/put/delete need a primary key on {table.name}; declare one or write "
+            "through view.session"
+        )
+    return columns
+
+
+def _with_defaults(table: Table, values: Row) -> Row:
+    """A new row's columns: the given values, a column's scalar default, else None (server
+    defaults and callables are the database's and SQLAlchemy's to apply: left out)."""
+    full = dict(values)
+    for column in table.columns:
+        if column.name in full or column.server_default is not None:
+            continue
+        default = column.default
+        if default is None:
+            full[column.name] = None
+        elif getattr(default, "is_scalar", False):
+            full[column.name] = default.arg  # type: ignore[attr-defined]
+    return full
+
+
+def _delete_by_key(table: Table) -> Any:
+    return delete(table).where(
+        and_(*(c == bindparam(f"k_{c.name}") for c in table.primary_key.columns))
+    )
+
+
+def _key_params(table: Table, key: Key) -> dict[str, Any]:
+    return {f"k_{c.name}": v for c, v in zip(table.primary_key.columns, key, strict=True)}
+
+
+async def select_row(session: AsyncSession, table: Table, key: Key) -> Row | None:
+    """The row of ``table`` with primary key ``key`` (a tuple), read in ``session``."""
+    where = [c == v for c, v in zip(table.primary_key.columns, key, strict=True)]
+    found = (await session.execute(select(table).where(*where))).mappings().first()
+    return dict(found) if found is not None else None
