@@ -66,7 +66,7 @@ async def apply_envelope(
     event = decode_event(envelope, target.event_type, registry)
     own = rows is None
     if rows is None:
-        rows = RowCache(projection_dialect(session))
+        rows = RowCache(projection_dialect(session), lock=True)
     view = ProjectionView(session, projection.generation(generation), envelope, rows)
     await _call(projection.instance(), target, event, view)
     if own:

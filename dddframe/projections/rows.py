@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, select
+from sqlalchemy import Table, and_, bindparam, delete, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -33,6 +33,7 @@ from dddframe.errors import UsageError
 
 __all__ = ["RowCache", "select_row"]
 
+INSERT, UPSERT, DELETE = "insert", "upsert", "delete"
 Key = tuple[Any, ...]
 Row = dict[str, Any]
 
@@ -42,21 +43,28 @@ class RowCache:
     in every batch of the run: the rebuild is the only writer of the generation it builds).
 
     ``known_empty``: the tables were created empty for this run, so a key never put is absent
-    without asking the database. ``limit``: after a flush with more rows than this kept, the
-    kept rows are forgotten (they are in the database) and later reads ask the database again.
+    without asking the database. ``lock``: rows read from the database are locked until the
+    commit (``SELECT ... FOR UPDATE``), and a row read as absent is written with a plain
+    INSERT, so concurrent live deliveries that change one row (a grand total) serialise, or
+    conflict and are retried, instead of losing an update. ``limit``: after a flush with more
+    rows than this kept, the kept rows are forgotten (they are in the database) and later reads
+    ask the database again.
     """
 
-    __slots__ = ("_complete", "_dialect", "_known", "_pending", "_tables", "limit")
+    __slots__ = ("_complete", "_dialect", "_known", "_lock", "_pending", "_tables", "limit")
 
-    def __init__(self, dialect: str, *, known_empty: bool = False, limit: int = 100_000) -> None:
+    def __init__(
+        self, dialect: str, *, known_empty: bool = False, lock: bool = False, limit: int = 100_000
+    ) -> None:
         self._dialect = dialect
         self._complete = known_empty
+        self._lock = lock
         self.limit = limit
         self._tables: dict[str, Table] = {}
         # Rows as the transaction sees them (None: known absent), by table and primary key.
         self._known: dict[str, dict[Key, Row | None]] = {}
-        # Writes not flushed yet: the columns to upsert, or None to delete.
-        self._pending: dict[str, dict[Key, Row | None]] = {}
+        # Writes not flushed yet, by table and key: (INSERT | UPSERT, columns) or (DELETE, None).
+        self._pending: dict[str, dict[Key, tuple[str, Row | None]]] = {}
 
     # -- what handlers call (through ProjectionView) ---------------------------------------
 
@@ -72,7 +80,7 @@ class RowCache:
             return None
         if k in self._pending.get(table.name, {}):
             await self.flush(session)  # a partial write: let the database merge it first
-        found = await select_row(session, table, k)
+        found = await select_row(session, table, k, lock=self._lock)
         self._remember(table, k, found)
         return dict(found) if found is not None else None
 
@@ -93,23 +101,25 @@ class RowCache:
         self._tables.setdefault(table.name, table)
         values = dict(row)
         known = self._known.get(table.name, {})
-        before = known.get(k) if k in known else (None if self._complete else ...)
         pending = self._pending.setdefault(table.name, {})
-        if before is None:  # known absent: a new row, every column written
+        kind, previous = pending.get(k, (UPSERT, None))
+        if (k in known and known[k] is None) or (k not in known and self._complete):
+            # Known absent: a new row, every column written. A row deleted in this
+            # transaction but still in the database is replaced (an upsert of every column).
             full = _with_defaults(table, values)
             self._remember(table, k, full)
-            pending[k] = full
+            pending[k] = (UPSERT if kind == DELETE else INSERT, full)
             return
-        if before is not ...:
+        before = known.get(k)
+        if before is not None:
             self._remember(table, k, {**before, **values})
-        previous = pending.get(k)
-        pending[k] = {**previous, **values} if previous is not None else values
+        pending[k] = (kind, {**previous, **values} if previous is not None else values)
 
     def delete(self, table: Table, key: object) -> None:
         """Delete the row whose primary key is ``key`` (nothing happens if there is none)."""
         k = self.key(table, key)
         self._remember(table, k, None)
-        self._pending.setdefault(table.name, {})[k] = None
+        self._pending.setdefault(table.name, {})[k] = (DELETE, None)
 
     # -- what the framework calls -----------------------------------------------------------
 
@@ -118,20 +128,20 @@ class RowCache:
         return sum(len(rows) for rows in self._pending.values())
 
     async def flush(self, session: AsyncSession) -> None:
-        """Write the pending rows in ``session``'s transaction."""
+        """Write the pending rows in ``session``'s transaction: per table one DELETE, then one
+        multi-row INSERT or upsert per set of columns written."""
         for name, rows in self._pending.items():
-            if not rows:
-                continue
             table = self._tables[name]
-            gone = [k for k, row in rows.items() if row is None]
+            gone = [k for k, (kind, _) in rows.items() if kind == DELETE]
             if gone:
                 await session.execute(_delete_by_key(table), [_key_params(table, k) for k in gone])
-            by_columns: dict[tuple[str, ...], list[Row]] = {}
-            for row in rows.values():
+            groups: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
+            for kind, row in rows.values():
                 if row is not None:
-                    by_columns.setdefault(tuple(sorted(row)), []).append(row)
-            for columns, group in by_columns.items():
-                await session.execute(self._upsert(table, columns), group)
+                    groups.setdefault((kind, tuple(sorted(row))), []).append(row)
+            for (kind, columns), group in groups.items():
+                stmt = insert(table) if kind == INSERT else self._upsert(table, columns)
+                await session.execute(stmt, group)
         self._pending.clear()
         if sum(len(rows) for rows in self._known.values()) > self.limit:
             self._known.clear()
@@ -231,8 +241,14 @@ def _key_params(table: Table, key: Key) -> dict[str, Any]:
     return {f"k_{c.name}": v for c, v in zip(table.primary_key.columns, key, strict=True)}
 
 
-async def select_row(session: AsyncSession, table: Table, key: Key) -> Row | None:
-    """The row of ``table`` with primary key ``key`` (a tuple), read in ``session``."""
+async def select_row(
+    session: AsyncSession, table: Table, key: Key, *, lock: bool = False
+) -> Row | None:
+    """The row of ``table`` with primary key ``key`` (a tuple), read in ``session`` (and locked
+    until its commit with ``lock``, where the database has row locks)."""
     where = [c == v for c, v in zip(table.primary_key.columns, key, strict=True)]
-    found = (await session.execute(select(table).where(*where))).mappings().first()
+    query = select(table).where(*where)
+    if lock:
+        query = query.with_for_update()
+    found = (await session.execute(query)).mappings().first()
     return dict(found) if found is not None else None
