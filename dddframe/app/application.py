@@ -275,6 +275,14 @@ class Application:
                         start=b.policy.start,
                     )
                 )
+        policies = {s.listener: s.retry for s in subs}
+
+        def timer_backoff(command: Command, attempts: int) -> float | None:
+            # A timer's step retries like the process's event steps: its subscription's policy.
+            policy = policies.get(getattr(command, "process", ""))
+            return policy.next_delay(attempts) if policy is not None else None
+
+        self._schedule_runner.set_backoff(ProcessTimeout, timer_backoff)
         return subs
 
     def _wake_dispatcher(self) -> None:
@@ -466,6 +474,15 @@ class Application:
         """Cancel a scheduled command that has not run: True if it was pending, False if it
         ran, failed or was cancelled already; ScheduleNotFound for an unknown id."""
         return await self.schedules.cancel(schedule_id)
+
+    async def retry_schedule(self, schedule_id: uuid.UUID | str) -> bool:
+        """Run a failed scheduled command (or process timer) again, due now with its attempts
+        reset: True if it had failed, False if it is pending, ran or was cancelled;
+        ScheduleNotFound for an unknown id."""
+        retried = await self.schedules.retry(schedule_id)
+        if retried and self._dispatcher is not None:
+            self._dispatcher.wake.set()
+        return retried
 
     async def publish(
         self,

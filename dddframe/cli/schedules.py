@@ -1,9 +1,10 @@
-"""``dddframe schedules list|cancel``: the scheduled commands of an application.
+"""``dddframe schedules list|cancel|retry``: the scheduled commands of an application.
 
 Stored texts (command names, errors) are shown as data: markup escaped, control characters
 removed. Exit codes (:mod:`dddframe.cli.exits`): 0 done (an empty list too), 1 cannot read,
-2 bad usage, 5 nothing to cancel (unknown id, or it ran, failed or was cancelled already); with
-``--json`` "nothing to cancel" is an answer (``{"cancelled": false}``) and exits 0.
+2 bad usage, 5 nothing to do (unknown id; for cancel: it ran, failed or was cancelled already;
+for retry: it has not failed); with ``--json`` "nothing to do" is an answer
+(``{"cancelled": false}``, ``{"retried": false}``) and exits 0.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dddframe.cli.output import console, safe
 from dddframe.engine.schedules import SCHEDULE_STATES, Schedule
 from dddframe.errors import ScheduleNotFound
 
-app = typer.Typer(help="List and cancel scheduled commands.", no_args_is_help=True)
+app = typer.Typer(help="List, cancel and retry scheduled commands.", no_args_is_help=True)
 T = TypeVar("T")
 
 APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
@@ -128,3 +129,31 @@ def cancel(
         )
         raise typer.Exit(EXIT_NOTHING_DONE)
     typer.echo(f"cancelled schedule {schedule_id}")
+
+
+@app.command()
+def retry(
+    schedule_id: str = typer.Argument(..., help="The id shown by `list --state failed`"),
+    app_spec: str = APP_OPTION,
+    as_json: bool = JSON,
+) -> None:
+    """Run a failed scheduled command (or process timer) again, due now."""
+    try:
+        retried = _run(app_spec, lambda a: a.retry_schedule(schedule_id))
+    except ScheduleNotFound as exc:
+        if as_json:
+            typer.echo(json.dumps({"retried": False, "found": False}))
+            return
+        typer.echo(f"dddframe: {safe(exc, markup=False)}", err=True)
+        raise typer.Exit(EXIT_NOTHING_DONE) from exc
+    if as_json:
+        typer.echo(json.dumps({"retried": retried, "found": True}))
+        return
+    if not retried:
+        typer.echo(
+            f"dddframe: schedule {schedule_id} has not failed (it is pending, ran or was "
+            "cancelled); nothing to retry.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_NOTHING_DONE)
+    typer.echo(f"schedule {schedule_id} is due again")

@@ -15,7 +15,9 @@ them due) takes effect once: the second claim waits on the row lock and then fin
 cancellation is the same race on the same row: it either comes first (``cancel_schedule``
 answers True and the command never runs) or finds the row done (False). A command that fails
 is tried again after a back-off (1, 2, 4 ... 60 s) and marked ``failed`` with the error after
-``max_attempts``; a schedule whose command type no longer exists fails at once, saying so.
+``max_attempts`` (a process manager's timer follows its subscription's retry policy instead);
+a schedule whose command type no longer exists fails at once, saying so.
+``await app.retry_schedule(id)`` (``dddframe schedules retry ID``) puts a failed one back.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -223,6 +225,27 @@ class Schedules:
             )
         return bool(done.rowcount == 1)
 
+    async def retry(self, schedule_id: uuid.UUID | str) -> bool:
+        """Put a failed schedule back, due now with its attempts reset: True when it had
+        failed, False when it is pending, ran or was cancelled;
+        :class:`~dddframe.errors.ScheduleNotFound` when unknown."""
+        key = _schedule_key(schedule_id)
+        async with self.database.connect() as conn:
+            now = utcnow()
+            done = await conn.execute(
+                update(schedules_table)
+                .where(schedules_table.c.id == key, schedules_table.c.state == FAILED)
+                .values(state=PENDING, attempts=0, due_at=now, updated_at=now)
+            )
+            found = done.rowcount == 1 or await _exists(conn, key)
+            await conn.commit()
+        if not found:
+            raise ScheduleNotFound(
+                f"No scheduled command has the id {key}; `dddframe schedules list --all` "
+                "shows them."
+            )
+        return bool(done.rowcount == 1)
+
     async def get(self, schedule_id: uuid.UUID | str) -> Schedule:
         key = _schedule_key(schedule_id)
         async with self.database.connect() as conn:
@@ -305,15 +328,33 @@ class ScheduleClaim:
         return self.taken
 
 
+Backoff = Callable[[Command, int], float | None]
+"""Seconds to wait after ``attempts`` failed runs of ``command`` (1 = the first), or None to
+mark it failed."""
+
+
 class ScheduleRunner:
     """Runs one schedule: its command through ``engine.run`` with the schedule's claim, and
-    on failure a back-off (or ``failed`` after ``max_attempts``)."""
+    on failure a back-off (or ``failed`` after ``max_attempts``), unless a back-off was set
+    for the command's type (:meth:`set_backoff`; a process manager's timers follow its
+    subscription's retry policy)."""
 
     def __init__(self, schedules: Schedules, engine: Engine, *, max_attempts: int = 10) -> None:
         self.schedules = schedules
         self.engine = engine
         self.max_attempts = max_attempts
         self.dispatched = 0
+        self._backoffs: dict[type[Command], Backoff] = {}
+
+    def set_backoff(self, command_type: type[Command], backoff: Backoff) -> None:
+        """Decide the retries of ``command_type``'s schedules with ``backoff``."""
+        self._backoffs[command_type] = backoff
+
+    def _delay(self, command: Command | None, attempts: int) -> float | None:
+        backoff = self._backoffs.get(type(command)) if command is not None else None
+        if backoff is not None and command is not None:
+            return backoff(command, attempts)
+        return min(60.0, 2.0 ** (attempts - 1)) if attempts < self.max_attempts else None
 
     async def run(self, item: Schedule) -> bool:
         """Run ``item``'s command; True when it took effect now (False: it had run or was
@@ -327,27 +368,36 @@ class ScheduleRunner:
             await self._move(item, state=FAILED, error=error, attempts=item.attempts + 1)
             return False
         claim = ScheduleClaim(str(item.id), item.attempts)
+        command: Command | None = None
         try:
             command = command_type.model_validate_json(item.payload)
             await self.engine.run(command, headers=_headers(item.headers), claim=claim)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._failed(item, exc)
+            await self._failed(item, exc, command)
             return False
         if not claim.taken:
             return False  # it ran before, or was cancelled
         self.dispatched += 1
         return True
 
-    async def _failed(self, item: Schedule, exc: Exception) -> None:
+    async def _failed(self, item: Schedule, exc: Exception, command: Command | None) -> None:
         attempts = item.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
-        if not _retryable(exc) or attempts >= self.max_attempts:
-            log.error("schedule %s (%s) failed: %s", item.id, item.command, error)
+        delay = self._delay(command, attempts) if _retryable(exc) else None
+        if delay is None:
+            log.error(
+                "schedule %s (%s) failed after %d attempt(s): %s (`dddframe schedules retry "
+                "%s` runs it again)",
+                item.id,
+                item.command,
+                attempts,
+                error,
+                item.id,
+            )
             await self._move(item, state=FAILED, error=error, attempts=attempts)
             return
-        delay = min(60.0, 2.0 ** (attempts - 1))
         log.warning(
             "schedule %s (%s) failed (attempt %d), again in %.0fs: %s",
             item.id,

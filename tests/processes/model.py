@@ -78,6 +78,9 @@ class Record(Command):
     order_id: str
 
 
+FAILING_TIMEOUTS: set[str] = set()  # instances whose payment timeout step raises
+
+
 class Fulfilment(ProcessManager):
     __tablename__ = "pm_fulfilments"
     state: Mapped[str] = mapped_column(String(32), default="new")
@@ -103,6 +106,8 @@ class Fulfilment(ProcessManager):
         ctx.send(Record(what=f"tick-{event.n}", order_id=event.order_id))
 
     def on_payment_timeout(self, ctx: ProcessContext) -> None:
+        if self.id in FAILING_TIMEOUTS:
+            raise RuntimeError(f"the payment timeout of {self.id} fails")
         self.state = "cancelled"
         ctx.send(Record(what="cancel", order_id=self.id))
         self.complete()

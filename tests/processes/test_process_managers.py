@@ -21,6 +21,7 @@ from dddframe.errors import ConfigurationError, UsageError
 from dddframe.outbox.tables import schedules_table
 from dddframe.testing import reset_database
 from tests.processes.model import (
+    FAILING_TIMEOUTS,
     Charge,
     Effect,
     Fulfilment,
@@ -294,6 +295,55 @@ async def test_a_failing_step_is_dead_lettered_and_other_instances_go_on(any_db:
         assert (await _instance(app, "good")).ticks == 1  # type: ignore[union-attr]
         assert (await _instance(app, "bad")).ticks == 0  # type: ignore[union-attr]
         assert ("tick-1", "good") in await _effects(app)
+
+
+async def test_a_failing_timer_step_follows_the_process_retry_policy_then_is_retried(
+    any_db: str,
+) -> None:
+    """A timer's step that keeps failing is retried by the process's policy (here once, at
+    once: not the schedules' 10 attempts over minutes), then marked failed while other
+    instances' timers fire; `retry_schedule` runs it again and it takes effect once."""
+    from dddframe import LimitRetry
+    from dddframe.engine.schedules import FAILED, command_name
+    from dddframe.processes.timers import ProcessTimeout
+
+    await reset_database(any_db)
+    app = Application(
+        [fulfilment_module(retry=LimitRetry(limit=1, delay=0))],
+        any_db,
+        bus=InProcessBus(poll_interval=0.05),
+    )
+    FAILING_TIMEOUTS.add("late-bad")
+
+    async def failed_timers() -> list[Any]:
+        async with app.database.connect() as conn:
+            return list(
+                await conn.execute(
+                    select(schedules_table.c.id, schedules_table.c.attempts).where(
+                        schedules_table.c.command == command_name(ProcessTimeout),
+                        schedules_table.c.state == FAILED,
+                    )
+                )
+            )
+
+    try:
+        async with app:
+            await app.create_schema()
+            await app.engine.run(Place(order_id="late-bad", payment_seconds=0.2))
+            await app.engine.run(Place(order_id="late-good", payment_seconds=0.2))
+            await _wait(lambda: _has(app, ("cancel", "late-good")))
+            await _wait(failed_timers)
+            ((timer_id, attempts),) = await failed_timers()
+            assert attempts == 2  # the first run and the one retry LimitRetry(limit=1) allows
+            bad = await _instance(app, "late-bad")
+            assert bad is not None and bad.state == "awaiting_payment" and not bad.completed
+            FAILING_TIMEOUTS.discard("late-bad")
+            assert await app.retry_schedule(timer_id) is True
+            await _wait(lambda: _has(app, ("cancel", "late-bad")))
+            assert await app.retry_schedule(timer_id) is False  # it ran: nothing to retry
+            assert (await _effects(app))[("cancel", "late-bad")] == 1
+    finally:
+        FAILING_TIMEOUTS.discard("late-bad")
 
 
 async def test_timers_and_sends_only_inside_a_step(sqlite_db: str) -> None:
