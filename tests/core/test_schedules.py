@@ -303,3 +303,34 @@ async def test_the_cli_lists_and_cancels_showing_stored_text_as_data(
     assert code == 2 and "\x1b" not in err
     code, _, _ = await asyncio.to_thread(_cli, "list", "--state", "dead")
     assert code == 2
+
+
+async def test_the_cli_retries_a_failed_schedule_once_its_cause_is_fixed(
+    sqlite_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.ops import ops_app
+
+    monkeypatch.setenv(ops_app.URL_ENV, sqlite_db)
+    async with ops_app.make_app(consume=False) as app:
+        await app.create_schema()
+        failed = await app.schedule(ops_app.OpenTicket(title="t"), after=timedelta(hours=1))
+        pending = await app.schedule(ops_app.OpenTicket(title="p"), after=timedelta(hours=1))
+        async with app.database.connect() as conn:
+            await conn.execute(
+                schedules_table.update()
+                .where(schedules_table.c.id == str(failed))
+                .values(state="failed", attempts=10, error="boom")
+            )
+            await conn.commit()
+    code, out, _ = await asyncio.to_thread(_cli, "retry", str(failed))
+    assert code == 0 and f"schedule {failed} is due again" in out
+    async with ops_app.make_app(consume=False) as app:
+        again = await app.schedules.get(failed)
+        assert (again.state, again.attempts) == ("pending", 0)
+        assert again.due_at <= datetime.now(UTC)
+    code, _, err = await asyncio.to_thread(_cli, "retry", str(pending))
+    assert code == 5 and "nothing to retry" in err
+    code, out, _ = await asyncio.to_thread(_cli, "retry", str(pending), "--json")
+    assert code == 0 and json.loads(out) == {"retried": False, "found": True}
+    code, _, err = await asyncio.to_thread(_cli, "retry", str(uuid.uuid4()))
+    assert code == 5 and "No scheduled command" in err
