@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, select
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -33,7 +33,7 @@ from dddframe.errors import UsageError
 
 __all__ = ["RowCache", "select_row"]
 
-INSERT, UPSERT, DELETE = "insert", "upsert", "delete"
+INSERT, REPLACE, UPSERT, DELETE = "insert", "replace", "upsert", "delete"
 Key = tuple[Any, ...]
 Row = dict[str, Any]
 
@@ -63,7 +63,8 @@ class RowCache:
         self._tables: dict[str, Table] = {}
         # Rows as the transaction sees them (None: known absent), by table and primary key.
         self._known: dict[str, dict[Key, Row | None]] = {}
-        # Writes not flushed yet, by table and key: (INSERT | UPSERT, columns) or (DELETE, None).
+        # Writes not flushed yet, by table and key: (INSERT | REPLACE | UPSERT, columns) or
+        # (DELETE, None).
         self._pending: dict[str, dict[Key, tuple[str, Row | None]]] = {}
 
     # -- what handlers call (through ProjectionView) ---------------------------------------
@@ -105,14 +106,18 @@ class RowCache:
         kind, previous = pending.get(k, (UPSERT, None))
         if (k in known and known[k] is None) or (k not in known and self._complete):
             # Known absent: a new row, every column written. A row deleted in this
-            # transaction but still in the database is replaced (an upsert of every column).
+            # transaction but still in the database is replaced (deleted, then inserted).
             full = _with_defaults(table, values)
             self._remember(table, k, full)
-            pending[k] = (UPSERT if kind == DELETE else INSERT, full)
+            pending[k] = (REPLACE if kind in (DELETE, REPLACE) else INSERT, full)
             return
         before = known.get(k)
-        if before is not None:
-            self._remember(table, k, {**before, **values})
+        if before is not None:  # known present: write the whole row, merged
+            merged = {**before, **values}
+            self._remember(table, k, merged)
+            pending[k] = (kind, merged)
+            return
+        # Not read: the columns given, merged at flush time with what the database holds.
         pending[k] = (kind, {**previous, **values} if previous is not None else values)
 
     def delete(self, table: Table, key: object) -> None:
@@ -128,20 +133,49 @@ class RowCache:
         return sum(len(rows) for rows in self._pending.values())
 
     async def flush(self, session: AsyncSession) -> None:
-        """Write the pending rows in ``session``'s transaction: per table one DELETE, then one
-        multi-row INSERT or upsert per set of columns written."""
+        """Write the pending rows in ``session``'s transaction: per table one DELETE, one
+        multi-row INSERT and one upsert per set of columns written (rows put without being
+        read and naming only some columns: their keys looked up at once, then an UPDATE of
+        those columns or an INSERT)."""
         for name, rows in self._pending.items():
             table = self._tables[name]
-            gone = [k for k, (kind, _) in rows.items() if kind == DELETE]
+            every = set(table.c.keys())
+            gone = [k for k, (kind, _) in rows.items() if kind in (DELETE, REPLACE)]
             if gone:
                 await session.execute(_delete_by_key(table), [_key_params(table, k) for k in gone])
-            groups: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
-            for kind, row in rows.values():
-                if row is not None:
-                    groups.setdefault((kind, tuple(sorted(row))), []).append(row)
-            for (kind, columns), group in groups.items():
-                stmt = insert(table) if kind == INSERT else self._upsert(table, columns)
-                await session.execute(stmt, group)
+            inserts = [
+                r for kind, r in rows.values() if r is not None and kind in (INSERT, REPLACE)
+            ]
+            upserts: list[Row] = []
+            partial: dict[Key, Row] = {}
+            for k, (kind, row) in rows.items():
+                if kind == UPSERT and row is not None:
+                    if every <= set(row):
+                        upserts.append(row)
+                    else:
+                        partial[k] = row
+            updates: list[Row] = []
+            if partial:
+                present = await _present_keys(session, table, list(partial), lock=self._lock)
+                keys = {c.name for c in table.primary_key.columns}
+                for k, row in partial.items():
+                    if k in present:
+                        if set(row) - keys:  # a row that names its key alone exists: done
+                            updates.append(row)
+                    else:
+                        inserts.append(_with_defaults(table, row))
+            for _, group in _by_columns(inserts):
+                await session.execute(insert(table), group)
+            for columns, group in _by_columns(upserts):
+                await session.execute(self._upsert(table, columns), group)
+            for columns, group in _by_columns(updates):
+                await session.execute(
+                    _update_by_key(table, columns),
+                    [
+                        {**_key_params(table, self.key_of(table, r)), **_values(table, r)}
+                        for r in group
+                    ],
+                )
         self._pending.clear()
         if sum(len(rows) for rows in self._known.values()) > self.limit:
             self._known.clear()
@@ -229,6 +263,41 @@ def _with_defaults(table: Table, values: Row) -> Row:
         elif getattr(default, "is_scalar", False):
             full[column.name] = default.arg  # type: ignore[attr-defined]
     return full
+
+
+def _by_columns(rows: list[Row]) -> list[tuple[tuple[str, ...], list[Row]]]:
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.items())
+
+
+def _update_by_key(table: Table, columns: tuple[str, ...]) -> Any:
+    keys = {c.name for c in table.primary_key.columns}
+    return (
+        update(table)
+        .where(and_(*(c == bindparam(f"k_{c.name}") for c in table.primary_key.columns)))
+        .values({c: bindparam(f"v_{c}") for c in columns if c not in keys})
+    )
+
+
+def _values(table: Table, row: Row) -> dict[str, Any]:
+    keys = {c.name for c in table.primary_key.columns}
+    return {f"v_{c}": v for c, v in row.items() if c not in keys}
+
+
+async def _present_keys(
+    session: AsyncSession, table: Table, keys: list[Key], *, lock: bool
+) -> set[Key]:
+    """Which of ``keys`` have a row (locked with ``lock``), in one query."""
+    pk = list(table.primary_key.columns)
+    if len(pk) == 1:
+        query = select(pk[0]).where(pk[0].in_([k[0] for k in keys]))
+    else:
+        query = select(*pk).where(tuple_(*pk).in_(keys))
+    if lock:
+        query = query.with_for_update()
+    return {tuple(r) for r in (await session.execute(query)).all()}
 
 
 def _delete_by_key(table: Table) -> Any:

@@ -243,6 +243,34 @@ async def test_a_cache_over_its_limit_reads_the_database_again(
         assert [tuple(r) for r in stored] == [("x", 2, 20), ("x", 3, 3)]
 
 
+async def test_rows_put_without_being_read_update_or_insert_the_columns_named(
+    any_db: str, make_app: AppFactory
+) -> None:
+    """A live handler may put some columns of a row it did not read: an existing row keeps
+    its other (NOT NULL) columns, an absent one gets the columns' defaults."""
+    o, _, _ = RowReference.tables
+    async with make_app(any_db, [_module()]) as app:
+        async with app.database.session() as session, session.begin():
+            rows = RowCache(app.database.dialect, known_empty=True)
+            rows.put(o, {"order_id": "a", "lines": 3, "total": 30, "note": "full"})
+            await rows.flush(session)
+        async with app.database.session() as session, session.begin():
+            rows = RowCache(app.database.dialect, lock=True)
+            rows.put(o, {"order_id": "a", "note": "renamed"})  # exists: an UPDATE of note
+            rows.put(o, {"order_id": "b", "lines": 1, "total": 2})  # absent: note defaults
+            rows.put(o, {"order_id": "a"})  # the key alone of an existing row: nothing
+            await rows.flush(session)
+            assert await rows.get(session, o, "a") == {
+                "order_id": "a",
+                "lines": 3,
+                "total": 30,
+                "note": "renamed",
+            }
+        async with app.database.connect() as conn:
+            stored = (await conn.execute(select(o).order_by(o.c.order_id))).all()
+        assert [tuple(r) for r in stored] == [("a", 3, 30, "renamed"), ("b", 1, 2, "new")]
+
+
 async def test_misuse_of_rows_fails_clearly(sqlite_db: str, make_app: AppFactory) -> None:
     o, by_amount, _ = RowTotals.tables
     rows = RowCache("sqlite")
