@@ -70,6 +70,8 @@ class OutboxRelay(abc.ABC):
         self._sequencer = Sequencer()
         self._reader = OutboxReader()
         self._positions = PositionStore()
+        # The batch being read ahead: (after, the read), see read().
+        self._ahead: tuple[int, asyncio.Future[tuple[list[Envelope], int]]] | None = None
 
     # -- what a transport provides ----------------------------------------------------------
 
@@ -137,11 +139,13 @@ class OutboxRelay(abc.ABC):
                         self.position,
                         backoff,
                     )
+                    self._drop_read_ahead()
                     self.forget_inflight()
                     await self.close()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
+            self._drop_read_ahead()
             if self.active:
                 with contextlib.suppress(Exception):  # unsaved work is resent by the next one
                     await self.before_leaving()
@@ -152,10 +156,32 @@ class OutboxRelay(abc.ABC):
                     await self._leases.release(self.lease)
 
     async def read(self, after: int) -> tuple[list[Envelope], int]:
-        """Sequence what committed, then read the next batch after ``after`` in commit order."""
+        """Sequence what committed, then read the next batch after ``after`` in commit order.
+
+        A full batch means a backlog: the batch after it is then read ahead, while the caller
+        sends this one, and handed out by the next call that asks for it (positions never
+        change once given, so a batch read ahead is the batch a read would return then)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == after:
+            batch = await ahead[1]
+        else:
+            if ahead is not None:
+                _discard(ahead[1])
+            batch = await self._read_now(after)
+        envelopes, upto = batch
+        if len(envelopes) >= self.batch_size and upto > after:
+            self._ahead = (upto, asyncio.ensure_future(self._read_now(upto)))
+        return batch
+
+    async def _read_now(self, after: int) -> tuple[list[Envelope], int]:
         async with self.database.connect() as conn:
             await self._sequencer.sequence(conn)
             return await self._reader.read(conn, after=after, limit=self.batch_size)
+
+    def _drop_read_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            _discard(ahead[1])
 
     async def save_position(self, upto: int) -> None:
         """Store that everything up to ``upto`` was acknowledged."""
@@ -188,3 +214,13 @@ class OutboxRelay(abc.ABC):
         self.active = held
         self._renewed = now
         return held
+
+
+def _discard(read: asyncio.Future[tuple[list[Envelope], int]]) -> None:
+    """Drop a read nobody will use (its error, if any, is of no interest any more)."""
+    if read.done():
+        if not read.cancelled():
+            read.exception()
+    else:
+        read.cancel()
+        read.add_done_callback(lambda f: f.cancelled() or f.exception())
