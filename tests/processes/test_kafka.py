@@ -81,7 +81,8 @@ async def test_a_process_on_kafka_makes_one_transition_per_event_despite_duplica
         await _produce_again(app, bootstrap, placed, ticked)
         await app.drain(timeout=60)
         pm = await _instance(app, "k-1")
-        assert pm is not None and (pm.state, pm.ticks, pm.completed) == ("awaiting_payment", 1, False)
+        assert pm is not None and (pm.state, pm.ticks) == ("awaiting_payment", 1)
+        assert not pm.completed
 
         await app.engine.run(Charge(aggregate_id=order))
         await app.drain(timeout=60)

@@ -81,7 +81,7 @@ async def test_kafka_delivers_projections_and_a_rebuild_while_delivering_matches
         line = next(e for e in await outbox_envelopes(app) if e.name == LINE)
         assert line.position is not None and line.position <= result.built_through
         # As the Kafka consumer hands it over: decoded from the record, without a position.
-        key, value, headers = to_record(line)
+        _key, value, headers = to_record(line)
         redelivered = from_record(headers, value)
         assert redelivered.position is None and redelivered.event_id == line.event_id
         await sub.deliver(redelivered, 2, sub)
