@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from dddframe import Application
 from dddframe.bus.amqp import AmqpBus
 from dddframe.bus.amqp.messages import from_message, to_message
 from dddframe.bus.kafka.records import from_record, to_record
@@ -23,6 +24,14 @@ from tests.projections.model import (
     projection_module,
 )
 from tests.services import AMQP_URL, reachable, require
+
+
+async def assert_no_lag(app: Application) -> None:
+    """The live applies raised each checkpoint to the head, although the bus delivered the
+    events without their positions: the status reports no lag."""
+    head = max(e.position or 0 for e in await outbox_envelopes(app))
+    for status in await app.projections.status():
+        assert (status.name, status.position, status.lag_events) == (status.name, head, 0)
 
 
 async def test_amqp_delivers_projections_and_a_rebuild_matches(
@@ -47,6 +56,7 @@ async def test_amqp_delivers_projections_and_a_rebuild_matches(
         await place(app, "after", [5])
         await app.drain(timeout=60)
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
+        await assert_no_lag(app)
 
 
 async def test_kafka_delivers_projections_and_a_rebuild_while_delivering_matches(
@@ -90,3 +100,4 @@ async def test_kafka_delivers_projections_and_a_rebuild_while_delivering_matches
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
         after = await contents(app, OrderTotals)
         assert ("after", 1, 5) in after[0]
+        await assert_no_lag(app)
