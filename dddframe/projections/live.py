@@ -4,8 +4,10 @@ One transaction: read the projection's row under a shared lock (so a rebuild's s
 for the applies in flight, and applies wait for the switch), skip the event if the active
 generation was built from history through its position (looked up in the outbox by event id
 when the bus delivers envelopes without one, as Kafka and AMQP do), claim the inbox entry of the
-generation (a redelivery finds it and does nothing), run the handler, raise the checkpoint,
-commit. A failure rolls all of it back and the bus retries the delivery.
+generation (a redelivery finds it and does nothing), run the handler, raise the checkpoint to
+that position (the looked-up one too: without it the status of a projection on Kafka or AMQP
+reported lag that never went down), commit. A failure rolls all of it back and the bus retries
+the delivery.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def make_live_deliver(
                 checkpoint = await store.checkpoint(session, name, generation)
                 built = checkpoint.built_through if checkpoint is not None else 0
                 position = envelope.position
-                if position is None and built:
+                if position is None:  # also for the checkpoint: status reports lag from it
                     position = await outbox_position(session, envelope)
                 if position is not None and position <= built:
                     log.debug("%s: %s was replayed into g%d", name, envelope.event_id, generation)
@@ -120,6 +122,6 @@ def make_live_deliver(
                     log.debug("%s: %s applied before", name, envelope.event_id)
                     return
                 await apply_envelope(session, projection, generation, envelope, registry)
-                await store.advance(session, name, generation, envelope)
+                await store.advance(session, name, generation, envelope, position=position)
 
     return deliver

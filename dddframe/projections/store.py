@@ -125,11 +125,19 @@ class ProjectionStore:
         )
 
     async def advance(
-        self, session: AsyncSession, name: str, generation: int, envelope: Envelope
+        self,
+        session: AsyncSession,
+        name: str,
+        generation: int,
+        envelope: Envelope,
+        *,
+        position: int | None = None,
     ) -> None:
         """Record that ``envelope`` was applied to ``generation`` (its position only raises the
-        checkpoint: applies of different aggregates may finish out of position order)."""
-        position = envelope.position or 0
+        checkpoint: applies of different aggregates may finish out of position order).
+        ``position`` is the outbox position of an envelope delivered without one (Kafka, AMQP),
+        looked up by the caller; None and no position of its own leave the checkpoint."""
+        position = (envelope.position if position is None else position) or 0
         behind = checkpoints.c.position < position
         # MariaDB/MySQL assign left to right, reading columns already set: event_at first.
         await session.execute(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from dddframe.bus.codec import envelope_from_headers, envelope_headers
+from dddframe.bus.codec import HEADER_PREFIX, envelope_from_headers, envelope_headers
 from dddframe.bus.decision import keep_undecodable
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
@@ -28,6 +28,7 @@ __all__ = [
     "encode_headers",
     "from_record",
     "record_size",
+    "sized_record",
     "to_record",
 ]
 
@@ -65,6 +66,69 @@ def decode_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[s
 
 def to_record(env: Envelope) -> Record:
     """(key, value, headers) of an envelope. Unkeyed direct messages have no key."""
+    return sized_record(env)[0]
+
+
+_EVENT_ID = HEADER_PREFIX + "event-id"
+_NAME = HEADER_PREFIX + "name"
+_AGGREGATE_TYPE = HEADER_PREFIX + "aggregate-type"
+_AGGREGATE_ID = HEADER_PREFIX + "aggregate-id"
+_AGGREGATE_VERSION = HEADER_PREFIX + "aggregate-version"
+_EVENT_VERSION = HEADER_PREFIX + "event-version"
+_OCCURRED_AT = HEADER_PREFIX + "occurred-at"
+_FIXED_SIZE = _RECORD_OVERHEAD + len(_EVENT_ID) + len(_NAME) + len(_EVENT_VERSION)
+_FIXED_SIZE += len(_OCCURRED_AT)
+
+
+def sized_record(env: Envelope) -> tuple[Record, int]:
+    """``to_record(env)`` and its ``record_size``, built in one pass (the relay's per-record
+    work): the same headers in the same order as ``encode_headers(envelope_headers(env))``.
+
+    >>> from dddframe.domain.envelope import Envelope
+    >>> env = Envelope.new("Order:Placed", "{}", aggregate_id="7", headers={"x-é": "v"})
+    >>> record, size = sized_record(env)
+    >>> record == _general_record(env) and size == record_size(record)
+    True
+    """
+    headers: Headers = []
+    size = _FIXED_SIZE
+    for k, v in env.headers.items():
+        if k.startswith(HEADER_PREFIX):  # an envelope field replaces it in place: the general way
+            record = _general_record(env)
+            return record, record_size(record)
+        b = v.encode()
+        headers.append((k, b))
+        size += len(k) + len(b) if k.isascii() else len(k.encode()) + len(b)
+    b = str(env.event_id).encode()
+    headers.append((_EVENT_ID, b))
+    size += len(b)
+    b = env.name.encode()
+    headers.append((_NAME, b))
+    size += len(b)
+    if env.aggregate_type is not None:
+        b = env.aggregate_type.encode()
+        headers.append((_AGGREGATE_TYPE, b))
+        size += len(_AGGREGATE_TYPE) + len(b)
+    key = None
+    if env.aggregate_id is not None:
+        key = env.aggregate_id.encode()
+        headers.append((_AGGREGATE_ID, key))
+        size += len(_AGGREGATE_ID) + 2 * len(key)
+    if env.aggregate_version is not None:
+        b = str(env.aggregate_version).encode()
+        headers.append((_AGGREGATE_VERSION, b))
+        size += len(_AGGREGATE_VERSION) + len(b)
+    b = str(env.event_version).encode()
+    headers.append((_EVENT_VERSION, b))
+    size += len(b)
+    b = env.occurred_at.isoformat().encode()
+    headers.append((_OCCURRED_AT, b))
+    size += len(b)
+    value = env.payload_json.encode()
+    return (key, value, headers), size + len(value)
+
+
+def _general_record(env: Envelope) -> Record:
     key = env.aggregate_id.encode() if env.aggregate_id is not None else None
     return key, env.payload_json.encode(), encode_headers(envelope_headers(env))
 

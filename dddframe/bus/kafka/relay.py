@@ -25,18 +25,20 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
 from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.records import Record, record_size, to_record
-from dddframe.bus.kafka.topics import ROUTE_CLUSTER, TopicNaming, topic_problem
+from dddframe.bus.kafka.records import Record, record_size, sized_record, to_record
+from dddframe.bus.kafka.topics import ROUTE_CLUSTER, ROUTE_TOPIC, TopicNaming, topic_problem
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
-from dddframe.observability.tracing import relay_span
+from dddframe.observability.tracing import relay_span, tracing_enabled
 from dddframe.outbox.records import UNDECODABLE
 from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
+_NAME_TOPICS_MAX = 10_000
+_KEY_PARTITIONS_MAX = 100_000
 
 
 async def ensure_topics(cluster: KafkaCluster, topics: set[str]) -> None:
@@ -112,6 +114,8 @@ class Relay(OutboxRelay):
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
         self._partitions: dict[str, list[int]] = {}
+        self._name_topics: dict[str, str] = {}  # the naming rule's topic of each event name
+        self._key_partitions: dict[tuple[str, bytes], int] = {}  # of self._partitions
         self._partitioner = DefaultPartitioner()
 
     async def _connect(self) -> AIOKafkaProducer:
@@ -191,7 +195,11 @@ class Relay(OutboxRelay):
                 f"it names cluster {named[:100]!r}, which the application does not have "
                 f"(it has {', '.join(sorted(self.clusters))})"
             )
-        topic = self.naming.topic_of(env)
+        topic = env.headers.get(ROUTE_TOPIC) or self._name_topics.get(env.name)  # = topic_of
+        if topic is None:
+            topic = self._name_topics[env.name] = self.naming.topic_for(env.name)
+            if len(self._name_topics) > _NAME_TOPICS_MAX:
+                self._name_topics.clear()
         problem = None if topic in self._topics else topic_problem(topic)  # known topics: valid
         if problem is not None:
             problems.append(problem)
@@ -199,8 +207,7 @@ class Relay(OutboxRelay):
             if topic_problem(topic) is not None:
                 self.pass_over(env, f"{problem}, and so is the topic of its name")
                 return None
-        record = to_record(env)
-        size = record_size(record)
+        record, size = sized_record(env)
         too_big = size > self.cluster.max_request_size
         if too_big:
             problems.append(
@@ -223,8 +230,12 @@ class Relay(OutboxRelay):
         record), partitioned like Kafka's default partitioner (murmur2 of the key), in order."""
         futures: list[asyncio.Future[Any]] = []
         batches: dict[tuple[str, int], Any] = {}
-        for topic, env, record in mine:
-            with relay_span(env, self.name, topic):  # the hand-over to the producer
+        if tracing_enabled():
+            for topic, env, record in mine:
+                with relay_span(env, self.name, topic):  # the hand-over to the producer
+                    await self._add(producer, batches, futures, topic, record)
+        else:  # no span would record: the same without a context manager per record
+            for topic, _env, record in mine:
                 await self._add(producer, batches, futures, topic, record)
         for (topic, partition), batch in batches.items():
             if batch.record_count():
@@ -241,10 +252,17 @@ class Relay(OutboxRelay):
     ) -> None:
         """Append one record to its partition's batch, sending the batch when it is full."""
         key, value, headers = record
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
-        partition = self._partitioner(key, partitions, partitions)
+        partition = self._key_partitions.get((topic, key)) if key is not None else None
+        if partition is None:  # murmur2 in Python: once per key while the partitions stay
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                partitions = sorted(await producer.partitions_for(topic))
+                self._partitions[topic] = partitions
+            partition = self._partitioner(key, partitions, partitions)
+            if key is not None:
+                if len(self._key_partitions) >= _KEY_PARTITIONS_MAX:
+                    self._key_partitions.clear()
+                self._key_partitions[(topic, key)] = partition
         batch = batches.get((topic, partition))
         if batch is None:
             batch = batches[(topic, partition)] = producer.create_batch()
@@ -289,5 +307,6 @@ class Relay(OutboxRelay):
             self._prefetch[1].cancel()
             self._prefetch = None
         self._partitions.clear()
+        self._key_partitions.clear()
         self._inflight.clear()
         self._read_upto = self._acked_upto = self.position
