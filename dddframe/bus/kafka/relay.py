@@ -107,7 +107,6 @@ class Relay(OutboxRelay):
         self._read_upto = 0
         self._acked_upto = 0
         self._saved_at = 0.0
-        self._prefetch: tuple[int, asyncio.Future[tuple[list[Envelope], int]]] | None = None
         self._inflight: collections.deque[tuple[int, int, asyncio.Future[list[Any]]]] = (
             collections.deque()
         )
@@ -151,21 +150,15 @@ class Relay(OutboxRelay):
     async def _send_once(self) -> int:
         """Read and send one batch; returns how far the read moved (0: caught up).
 
-        Batches are pipelined: the next batch is read and sent while the broker acknowledges
-        the previous one (at most ``max_in_flight`` records unacknowledged). A batch's position
-        is stored only after it and every batch before it were acknowledged, at most every
-        ``save_interval`` seconds while busy and at once when caught up.
+        Batches are pipelined: the next batch is read (by :meth:`OutboxRelay.read`) and sent
+        while the broker acknowledges the previous one (at most ``max_in_flight`` records
+        unacknowledged). A batch's position is stored only after it and every batch before it
+        were acknowledged, at most every ``save_interval`` seconds while busy and at once when
+        caught up.
         """
         producer = await self._connect()
         after = self._read_upto
-        reading, self._prefetch = self._prefetch, None
-        if reading is None or reading[0] != after:
-            if reading is not None:
-                reading[1].cancel()
-            reading = (after, asyncio.ensure_future(self.read(after)))
-        envelopes, upto = await reading[1]
-        if len(envelopes) == self.batch_size:  # a backlog: read the next batch while sending
-            self._prefetch = (upto, asyncio.ensure_future(self.read(upto)))
+        envelopes, upto = await self.read(after)  # a backlog's next batch is read meanwhile
         if upto == after:
             await self._settle(0)
             await self._save()
@@ -303,9 +296,6 @@ class Relay(OutboxRelay):
         """After a failure: resend everything after the stored position."""
         for _, _, acked in self._inflight:
             acked.cancel()
-        if self._prefetch is not None:
-            self._prefetch[1].cancel()
-            self._prefetch = None
         self._partitions.clear()
         self._key_partitions.clear()
         self._inflight.clear()
