@@ -42,7 +42,7 @@ def make_app(
             store,
             make_payment_module(settings),
             shipping,
-            make_fulfilment_module(settings),
+            make_fulfilment_module(),
             reporting,
         ],
         database_url=settings.database_url,

@@ -20,7 +20,6 @@ contexts' events and sends their commands, so the flow lives in one place:
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
 
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -52,13 +51,13 @@ class OrderFulfilment(ProcessManager):
     __tablename__ = "shop_fulfilments"
     state: Mapped[str] = mapped_column(String(16), default="placed")
     lines: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
-    payment_seconds: ClassVar[float] = 900.0
-    """How long an order waits for its payment (set from ShopSettings.payment_deadline)."""
 
-    def on_placed(self, event: OrderPlaced, ctx: ProcessContext) -> None:
+    def on_placed(self, event: OrderPlaced, ctx: ProcessContext, settings: ShopSettings) -> None:
+        """Reserve the stock and wait ``settings.payment_deadline`` for the payment (the
+        settings come from the application's injector, like a handler's services)."""
         self.lines = [line.model_dump() for line in event.lines]
         ctx.send(ReserveStock(order_id=event.order_id, lines=event.lines, total=event.total))
-        self.timeout("payment", after=timedelta(seconds=self.payment_seconds))
+        self.timeout("payment", after=timedelta(seconds=settings.payment_deadline))
 
     def on_reserved(self, event: StockReserved) -> None:
         if self.state == "placed":
@@ -101,10 +100,9 @@ class OrderFulfilment(ProcessManager):
         ctx.send(CancelOrder(order_id=self.id, reason=reason[:255] or "no reason given"))
 
 
-def make_fulfilment_module(settings: ShopSettings) -> Module:
-    """The fulfilment process, its payment timer set to ``settings.payment_deadline``."""
+def make_fulfilment_module() -> Module:
+    """The fulfilment process (its payment deadline is the injected ``ShopSettings``')."""
     fulfilment = Module("fulfilment")
-    OrderFulfilment.payment_seconds = settings.payment_deadline
     fulfilment.process(
         OrderFulfilment,
         correlate_by="order_id",

@@ -35,7 +35,7 @@ from dddframe.domain.limits import check_headers
 from dddframe.domain.model import Model
 from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
-from dddframe.engine.handlers import CommandHandler, check_services
+from dddframe.engine.handlers import CommandHandler, Param, check_services
 from dddframe.engine.locks import Locker
 from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner, Schedules
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
@@ -259,7 +259,15 @@ class Application:
                     schedules=self._schedules,
                     runner=self._schedule_runner,
                     wake=self._wake_dispatcher,
+                    container=self.injector,
                 )
+                assert self.injector is not None
+                for step in (*steps.values(), *timers.values()):
+                    check_services(
+                        [Param(n, "service", t) for n, t in step.services],
+                        self.injector,
+                        f"process {b.name}'s step {step.method}",
+                    )
                 self.processes[b.name] = runtime
                 taken.add(b.subscription)
                 subs.append(

@@ -53,12 +53,14 @@ class ProcessBinding:
 
 @dataclass(frozen=True, slots=True)
 class StepMethod:
-    """A resolved step: the method and how to call it (event type, whether it takes ctx)."""
+    """A resolved step: the method and how to call it (event type, whether it takes ctx, the
+    services it is given from the application's injector, by parameter name)."""
 
     method: str
     event_type: Any
     event_param: str | None
     ctx_param: str | None
+    services: tuple[tuple[str, Any], ...] = ()
 
 
 def process_binding(
@@ -214,16 +216,20 @@ def _step(
     ctx_param: str | None = None
     event_type: Any = None
     event_param: str | None = None
+    services: list[tuple[str, Any]] = []
     for name, _p in params:
         ann = hints.get(name)
         if ann is ProcessContext:
             ctx_param = name
-        elif event and event_param is None:
+        elif event and event_param is None and _is_event(ann):
             event_param, event_type = name, ann
+        elif ann is not None and not _is_event(ann):
+            services.append((name, ann))  # from the injector, checked at start-up
         else:
-            wanted = "(event, ctx: ProcessContext)" if event else "(ctx: ProcessContext)"
+            wanted = "(event, ctx: ProcessContext" if event else "(ctx: ProcessContext"
             raise ConfigurationError(
-                f"{where}: {cls.__name__}.{method_name} takes {wanted} only; {name!r} is extra."
+                f"{where}: {cls.__name__}.{method_name} takes {wanted}, services annotated "
+                f"with their type); {name!r} is extra."
             )
     if isinstance(event_type, type) and issubclass(event_type, DomainEvent):
         if event_class is None or not issubclass(event_class, event_type):
@@ -241,7 +247,17 @@ def _step(
         )
     elif _is_dict(event_type):
         event_type = dict
-    return StepMethod(method_name, event_type, event_param, ctx_param)
+    return StepMethod(method_name, event_type, event_param, ctx_param, tuple(services))
+
+
+def _is_event(ann: Any) -> bool:
+    """Whether an annotation names what an event parameter may be."""
+    return (
+        ann is None
+        or ann is Envelope
+        or _is_dict(ann)
+        or (isinstance(ann, type) and issubclass(ann, DomainEvent))
+    )
 
 
 def _is_dict(t: Any) -> bool:

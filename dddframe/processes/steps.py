@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import injector as _injector
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -197,8 +198,10 @@ class ProcessRuntime:
         schedules: Schedules,
         runner: ScheduleRunner,
         wake: Callable[[], None] = lambda: None,
+        container: _injector.Injector | None = None,
     ) -> None:
         self.binding = binding
+        self.container = container
         self.cls = binding.process
         self.name = binding.name
         self.steps = dict(steps)
@@ -322,6 +325,10 @@ class ProcessRuntime:
             kwargs[step.event_param] = event
         if step.ctx_param:
             kwargs[step.ctx_param] = ctx
+        for name, service in step.services:
+            if self.container is None:
+                raise UsageError(f"{self.name}.{step.method} needs services: run it in an app")
+            kwargs[name] = self.container.get(service)
         token = _current.set(scope)
         try:
             result = getattr(instance, step.method)(**kwargs)

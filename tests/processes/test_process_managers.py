@@ -5,6 +5,7 @@ checked at start-up."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import uuid
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from dddframe import Application, Envelope, Module, ProcessManager
 from dddframe.bus.inprocess import InProcessBus
 from dddframe.bus.subscription import Subscription
-from dddframe.errors import ConfigurationError, UsageError
+from dddframe.errors import ConfigurationError, MissingBinding, UsageError
 from dddframe.outbox.tables import schedules_table
 from dddframe.testing import reset_database
 from tests.processes.model import (
@@ -27,6 +28,7 @@ from tests.processes.model import (
     Fulfilment,
     Place,
     PmOrder,
+    PmPlaced,
     Tick,
     fulfilment_module,
 )
@@ -381,6 +383,44 @@ async def test_start_up_names_what_is_misspelt(
     app = Application([_bad_module(**options)], sqlite_db)
     with pytest.raises(ConfigurationError, match=f"Did you mean.*{message}"):
         await app.start()
+
+
+class Notifier(abc.ABC):
+    @abc.abstractmethod
+    def notify(self) -> None: ...
+
+
+class NeedsNotifier(ProcessManager):
+    __tablename__ = "pm_needs_notifier"
+
+    def on_placed(self, event: PmPlaced, notifier: Notifier) -> None:
+        notifier.notify()
+
+    def on_untyped(self, event: PmPlaced, extra) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+async def test_a_step_service_nothing_provides_fails_at_start_up(sqlite_db: str) -> None:
+    m = Module("needs")
+    m.event("Pm:Placed")
+    m.process(
+        NeedsNotifier,
+        correlate_by="order_id",
+        starts_with="Pm:Placed",
+        listen={"Pm:Placed": "on_placed"},
+    )
+    with pytest.raises(MissingBinding, match=r"NeedsNotifier's step on_placed needs Notifier"):
+        await Application([m], sqlite_db).start()
+    m = Module("untyped")
+    m.event("Pm:Placed")
+    m.process(
+        NeedsNotifier,
+        correlate_by="order_id",
+        starts_with="Pm:Placed",
+        listen={"Pm:Placed": "on_untyped"},
+    )
+    with pytest.raises(ConfigurationError, match=r"services annotated with their type.*'extra'"):
+        await Application([m], sqlite_db).start()
 
 
 def test_process_arguments_are_checked_where_they_are_given() -> None:
