@@ -263,12 +263,41 @@ class SubscriptionRunner:
         return self._unsaved
 
     async def flush(self) -> None:
-        """Store the position delivered so far and clear the in-flight mark (at stop)."""
+        """Store the position delivered so far and clear the in-flight mark (when idle)."""
         if self._unsaved:
             async with self.database.connect() as conn:
                 await self._positions.save(conn, self.subscription.name, self.position)
                 await conn.commit()
             self._unsaved = False
+
+    async def hand_over(self) -> None:
+        """Stop and leave the subscription clean for its next owner: deliver no more passes,
+        wait for the current one to end, then store the position delivered so far and clear
+        the in-flight mark, whether or not the position moved (a pass that failed or was
+        cancelled did not crash the process: the next owner delivers that batch again, in
+        batches). Call it before releasing the subscription's lease on a graceful hand-over
+        or stop, so the next owner finds no crash mark; a process that dies never calls it,
+        and its mark makes the next owner deliver one event at a time (see the class).
+
+        A crash mark found at start is left as it is until this runner delivered the event
+        after it: handing over before that keeps the crash count for the next owner. Once
+        past it, a runner still delivering one at a time clears the mark like any other: the
+        events it delivered did not crash it, and a listener that kills the next owner
+        leaves a mark of its own, counted as before.
+        """
+        self.active = False
+        async with self._pass:
+            if self._inflight:
+                return  # the crash mark found at start is not resolved yet: keep it
+            async with self.database.connect() as conn:
+                await self._positions.save(conn, self.subscription.name, self.position)
+                await conn.commit()
+            self._unsaved = False
+
+    @property
+    def careful(self) -> bool:
+        """Whether the runner delivers one event at a time (after a crash mark, see the class)."""
+        return self._careful_left > 0
 
     async def _run_lane(self, envelopes: list[Envelope]) -> None:
         for env in envelopes:

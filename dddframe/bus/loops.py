@@ -43,6 +43,10 @@ class DeliveryLoops:
         self.stopping = asyncio.Event()
         self.sequencer = Sequencer()
         self._tasks: list[asyncio.Task[None]] = []
+        # Held by the delivery loop for a whole pass (sequencing, the shared read that marks
+        # runners in flight, every catch-up): a runner handed over waits for it, so nothing
+        # marks it after it stored its position (see SubscriptionRunner.hand_over).
+        self.passing = asyncio.Lock()
         self._connection: AsyncConnection | None = None
         # runner -> (monotonic time of its next pass, current back-off) after a failed pass
         self._failing: dict[SubscriptionRunner, tuple[float, float]] = {}
@@ -76,31 +80,38 @@ class DeliveryLoops:
             self.wake.clear()
             if self.stopping.is_set():
                 return
-            now = time.monotonic()
-            every = list(runners())
-            self._failing = {r: b for r, b in self._failing.items() if r in every}
-            current = [r for r in every if self._failing.get(r, (0.0, 0.0))[0] <= now]
-            try:
-                shared = await self._sequence(current)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivery pass failed; retrying after a pause")
+            async with self.passing:
+                failed = await self._pass(runners)
+            if failed:
                 await self.pause(min(self.interval, 1.0))
                 self.wake.set()
-                continue
-            head = self.sequencer.head
-            # return_exceptions: the pass waits for every runner, even when one fails.
-            results = await asyncio.gather(
-                *(self._catch_up(r, head, shared) for r in current), return_exceptions=True
-            )
-            for runner, result in zip(current, results, strict=True):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                if isinstance(result, BaseException):
-                    self._back_off(runner, result)
-                else:
-                    self._failing.pop(runner, None)
+
+    async def _pass(self, runners: Callable[[], Iterable[SubscriptionRunner]]) -> bool:
+        """Sequence and catch every runner up once; True when the sequencer failed."""
+        now = time.monotonic()
+        every = list(runners())
+        self._failing = {r: b for r, b in self._failing.items() if r in every}
+        current = [r for r in every if self._failing.get(r, (0.0, 0.0))[0] <= now]
+        try:
+            shared = await self._sequence(current)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery pass failed; retrying after a pause")
+            return True
+        head = self.sequencer.head
+        # return_exceptions: the pass waits for every runner, even when one fails.
+        results = await asyncio.gather(
+            *(self._catch_up(r, head, shared) for r in current), return_exceptions=True
+        )
+        for runner, result in zip(current, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                self._back_off(runner, result)
+            else:
+                self._failing.pop(runner, None)
+        return False
 
     def _back_off(self, runner: SubscriptionRunner, error: BaseException) -> None:
         """Give a failing runner a pause of its own (doubling, up to MAX_BACKOFF)."""
