@@ -32,6 +32,7 @@ from dddframe.bus.decision import (
     Failure,
     decide,
 )
+from dddframe.bus.gate import Connect
 from dddframe.bus.parked import ParkedEvents
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
@@ -53,7 +54,9 @@ def lane_of(ordering_key: str, lanes: int) -> int:
 class SubscriptionRunner:
     """Delivers outbox events to one subscription. One runner per subscription per process.
 
-    ``owns_lane`` restricts the runner to some lanes; by default it owns them all.
+    ``owns_lane`` restricts the runner to some lanes; by default it owns them all. ``connect``
+    gives the runner its connections (a bus passes its :class:`~dddframe.bus.gate.ConnectionGate`'s,
+    so its runners never hold more than a bounded share of the pool at once).
 
     Crash guard: every batch is marked in-flight before delivery and unmarked with the position.
     A mark found at start means the process died mid-batch, perhaps because of a listener; the
@@ -72,6 +75,7 @@ class SubscriptionRunner:
         batch_size: int = 500,
         owns_lane: Callable[[int], bool] | None = None,
         crash_limit: int = 3,
+        connect: Connect | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or crash_limit < 1:
             raise ConfigurationError("concurrency, batch_size and crash_limit must be >= 1")
@@ -82,6 +86,9 @@ class SubscriptionRunner:
         self.batch_size = batch_size
         self.owns_lane = owns_lane or (lambda lane: True)
         self.crash_limit = crash_limit
+        # Where this runner's own connections come from: a bus's ConnectionGate bounds how
+        # many its runners hold at once; by default straight from the pool.
+        self._connect: Connect = connect or database.connect
         self.position = 0
         self._inflight = 0  # unfinished batches found at start (> 0 after a crash)
         self._unsaved = False  # delivered past the stored position
@@ -100,6 +107,7 @@ class SubscriptionRunner:
             policy=lambda: self.policy,
             lane=self.lane,
             owns_lane=self.owns_lane,
+            connect=self._connect,
         )
         # One pass at a time: a second caller waits and continues from where the first ended,
         # instead of reading (and delivering) the same batch concurrently.
@@ -111,7 +119,7 @@ class SubscriptionRunner:
 
     async def start(self) -> None:
         """Load the position (creating it from the subscription's ``start``) and blocked keys."""
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             self.position = await self._positions.load(
                 conn, self.subscription.name, start=self.subscription.start
             )
@@ -149,7 +157,7 @@ class SubscriptionRunner:
         if head is not None and head <= start and not self._unsaved:
             self.caught_up = True
             return 0  # nothing new since the caller's sequencer ran: no need to ask
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             if self._autocommit:
                 # Read and mark need no common transaction; autocommit saves BEGIN and COMMIT
                 # round trips between a wake-up and the listener.
@@ -265,7 +273,7 @@ class SubscriptionRunner:
     async def flush(self) -> None:
         """Store the position delivered so far and clear the in-flight mark (when idle)."""
         if self._unsaved:
-            async with self.database.connect() as conn:
+            async with self._connect() as conn:
                 await self._positions.save(conn, self.subscription.name, self.position)
                 await conn.commit()
             self._unsaved = False
@@ -289,7 +297,7 @@ class SubscriptionRunner:
         async with self._pass:
             if self._inflight:
                 return  # the crash mark found at start is not resolved yet: keep it
-            async with self.database.connect() as conn:
+            async with self._connect() as conn:
                 await self._positions.save(conn, self.subscription.name, self.position)
                 await conn.commit()
             self._unsaved = False

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.bus.delivery import SubscriptionRunner
+from dddframe.bus.gate import ConnectionGate
 from dddframe.database import Database
 from dddframe.outbox.sequencer import Sequencer, SharedRead
 
@@ -47,6 +48,10 @@ class DeliveryLoops:
         # runners in flight, every catch-up): a runner handed over waits for it, so nothing
         # marks it after it stored its position (see SubscriptionRunner.hand_over).
         self.passing = asyncio.Lock()
+        # The runners' own connections, a bounded share of the pool at once: every runner
+        # wakes in the same pass, and with many subscriptions they would ask for more
+        # connections at once than the pool has (see dddframe.bus.gate).
+        self.connections = ConnectionGate(database)
         self._connection: AsyncConnection | None = None
         # runner -> (monotonic time of its next pass, current back-off) after a failed pass
         self._failing: dict[SubscriptionRunner, tuple[float, float]] = {}

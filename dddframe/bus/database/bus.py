@@ -247,6 +247,7 @@ class DatabaseBus:
                 concurrency=self.concurrency,
                 batch_size=self.limit_per_run,
                 crash_limit=self.crash_limit,
+                connect=self._loops.connections.connect,
             )
             await runner.start()
             self.runners[name] = runner
