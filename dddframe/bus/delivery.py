@@ -62,7 +62,8 @@ class SubscriptionRunner:
     A mark found at start means the process died mid-batch, perhaps because of a listener; the
     runner then delivers the next ``batch_size`` events one at a time, each marked, and an event
     that was in flight ``crash_limit`` times is dead-lettered (:class:`WorkerCrashed`) instead of
-    crashing the worker forever.
+    crashing the worker forever. A graceful hand-over (:meth:`hand_over`, before the lease is
+    released) clears the mark, so only a process that died leaves one.
     """
 
     def __init__(

@@ -2,7 +2,8 @@
 
 Every subscription is owned by one live worker at a time through a lease in
 ``dddframe_leases`` (renewed by a heartbeat, taken over ``lease_ttl`` seconds after its owner
-died). Workers split the subscriptions of their groups evenly; within a subscription,
+died, or released at once by a worker that hands it over: its pass ended, its position
+stored). Workers split the subscriptions of their groups evenly; within a subscription,
 ``concurrency`` lanes deliver different aggregates in parallel and each aggregate in order. The
 shared :class:`~dddframe.bus.delivery.SubscriptionRunner` does the delivering, parking,
 retrying and dead-lettering; this module adds ownership, wake-up across processes (LISTEN/NOTIFY
@@ -108,7 +109,7 @@ class DatabaseBus:
         self._send_notify = True
         # Subscriptions given up whose runner still ends its pass and stores its position;
         # their leases are renewed until then and released right after (see _hand_over).
-        self._handing_over: set[str] = set()
+        self._handing_over: dict[str, SubscriptionRunner] = {}
         self._lease_ops = asyncio.Lock()  # heartbeats and hand-over releases, one at a time
         self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
@@ -176,11 +177,13 @@ class DatabaseBus:
             runner.active = False
         if self._loops_ is not None:
             await self._loops_.stop()
-        for runner in self.runners.values():
-            # A graceful stop leaves no crash mark: the next owner delivers in batches (it
-            # re-delivers at most the batch after the stored position).
+        # A graceful stop leaves no crash mark: the next owner delivers in batches (it
+        # re-delivers at most the batch after the stored position). Hand-overs cut short by
+        # the stop's grace period are finished here too.
+        for runner in [*self.runners.values(), *self._handing_over.values()]:
             with contextlib.suppress(Exception):
                 await runner.hand_over()
+        self._handing_over.clear()
         if self._wakeup is not None:
             await self._wakeup.close()
         if self._leases is not None:
@@ -235,7 +238,7 @@ class DatabaseBus:
             if runner is None:
                 await leases.release(SUB + name)
                 continue
-            self._handing_over.add(name)
+            self._handing_over[name] = runner
             self._loops.spawn(self._hand_over(name, runner), f"dddframe-db-hand-over-{name}")
         for name in plan.take:
             if not await leases.acquire(SUB + name):
@@ -270,7 +273,8 @@ class DatabaseBus:
         The delivery pass is waited for as a whole (``passing``): its shared read may mark
         the runner in flight, which must happen before the position is stored, not after.
         If storing fails the mark stays and the next owner delivers carefully, as after a
-        crash (safe, only slower)."""
+        crash (safe, only slower). Cancelled by :meth:`stop`, it is left to ``stop``, which
+        hands the runner over and releases every lease."""
         assert self._leases is not None
         try:
             async with self._loops.passing:
@@ -279,11 +283,10 @@ class DatabaseBus:
             raise
         except Exception:
             log.exception("%s: storing the position before handing it over failed", name)
-        finally:
-            async with self._lease_ops:
-                self._handing_over.discard(name)
-                with contextlib.suppress(Exception):  # it expires on its own otherwise
-                    await self._leases.release(SUB + name)
+        async with self._lease_ops:
+            self._handing_over.pop(name, None)
+            with contextlib.suppress(Exception):  # it expires on its own otherwise
+                await self._leases.release(SUB + name)
 
     # -- delivery -------------------------------------------------------------------------
 
