@@ -153,6 +153,8 @@ class SubscriptionRunner:
             return await self._run_once(head)
 
     async def _run_once(self, head: int | None) -> int:
+        if not self.active:
+            return 0  # dropped or handed over: not a batch more (hand_over stored the position)
         start = self.position
         careful = self._careful_left > 0
         if head is not None and head <= start and not self._unsaved:
@@ -201,6 +203,8 @@ class SubscriptionRunner:
             return await self._take(shared)
 
     async def _take(self, shared: SharedRead) -> int:
+        if not self.active:
+            return 0  # handed over after the shared read: hand_over cleared its mark
         start = self.position
         if not self.can_take(shared):
             raise ConfigurationError(

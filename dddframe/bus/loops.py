@@ -44,10 +44,11 @@ class DeliveryLoops:
         self.stopping = asyncio.Event()
         self.sequencer = Sequencer()
         self._tasks: list[asyncio.Task[None]] = []
-        # Held by the delivery loop for a whole pass (sequencing, the shared read that marks
-        # runners in flight, every catch-up): a runner handed over waits for it, so nothing
-        # marks it after it stored its position (see SubscriptionRunner.hand_over).
-        self.passing = asyncio.Lock()
+        # Held while a pass picks its runners and sequences (where the shared read marks them
+        # in flight): a runner handed over waits for it, so no shared read marks it after it
+        # stored its position (see SubscriptionRunner.hand_over, which waits for the runner's
+        # own read and delivery).
+        self.reading = asyncio.Lock()
         # The runners' own connections, a bounded share of the pool at once: every runner
         # wakes in the same pass, and with many subscriptions they would ask for more
         # connections at once than the pool has (see dddframe.bus.gate).
@@ -85,25 +86,24 @@ class DeliveryLoops:
             self.wake.clear()
             if self.stopping.is_set():
                 return
-            async with self.passing:
-                failed = await self._pass(runners)
-            if failed:
+            if await self._pass(runners):
                 await self.pause(min(self.interval, 1.0))
                 self.wake.set()
 
     async def _pass(self, runners: Callable[[], Iterable[SubscriptionRunner]]) -> bool:
         """Sequence and catch every runner up once; True when the sequencer failed."""
-        now = time.monotonic()
-        every = list(runners())
-        self._failing = {r: b for r, b in self._failing.items() if r in every}
-        current = [r for r in every if self._failing.get(r, (0.0, 0.0))[0] <= now]
-        try:
-            shared = await self._sequence(current)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("delivery pass failed; retrying after a pause")
-            return True
+        async with self.reading:
+            now = time.monotonic()
+            every = list(runners())
+            self._failing = {r: b for r, b in self._failing.items() if r in every}
+            current = [r for r in every if self._failing.get(r, (0.0, 0.0))[0] <= now]
+            try:
+                shared = await self._sequence(current)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery pass failed; retrying after a pause")
+                return True
         head = self.sequencer.head
         # return_exceptions: the pass waits for every runner, even when one fails.
         results = await asyncio.gather(

@@ -270,15 +270,17 @@ class DatabaseBus:
         """Let ``runner``'s pass end, store its position and clear its in-flight mark, then
         release the lease: the next owner starts where this one stopped, in batches.
 
-        The delivery pass is waited for as a whole (``passing``): its shared read may mark
-        the runner in flight, which must happen before the position is stored, not after.
+        A pass that is sequencing is waited for (``reading``): its shared read may mark the
+        runner in flight, which must happen before the position is stored, not after; the
+        rest of that pass (the other runners' catch-up) is not.
         If storing fails the mark stays and the next owner delivers carefully, as after a
         crash (safe, only slower). Cancelled by :meth:`stop`, it is left to ``stop``, which
         hands the runner over and releases every lease."""
         assert self._leases is not None
         try:
-            async with self._loops.passing:
-                await runner.hand_over()
+            async with self._loops.reading:
+                pass  # a shared read that may mark the runner has ended
+            await runner.hand_over()
         except asyncio.CancelledError:
             raise
         except Exception:
