@@ -1,6 +1,7 @@
 """Scaling of the database bus on PostgreSQL, with the naive loop beside each point.
 
-``python -m benchmarks.scaling [--quick] [--sizes 100000,1000000] [--json out.json]`` measures;
+``python -m benchmarks.scaling [--quick] [--sizes 100000,1000000] [--json out.json]`` measures
+(``--series workers --backlog 100000 --workers 1,2 --no-naive`` runs only some points);
 ``--plot out.json`` draws the PNG charts (matplotlib, the ``bench`` extra) into docs/images/.
 Every point runs on a fresh schema; the backlog is written with one ``INSERT ... SELECT
 generate_series`` and numbered by the sequencer before the clock starts. Workers are separate
@@ -252,10 +253,15 @@ async def measure(opts: argparse.Namespace) -> dict:
     }
 
     async def point(series: str, x: int, events: int, subs: int, workers: int) -> None:
+        if opts.series and series not in opts.series:
+            return
         # dddframe and the naive loop alternate which goes first, point by point
         first_naive = len(results["series"][series]) % 2 == 1
         pair = {}
         for kind in ("naive", "dddframe") if first_naive else ("dddframe", "naive"):
+            if kind == "naive" and opts.no_naive:
+                pair[kind] = {"delivered": 0.0, "seconds": 0.0, "rss_kib": 0}
+                continue
             f = naive_point if kind == "naive" else dddframe_point
             pair[kind] = await f(events, subs, workers)
         row = {"x": x, "events": events, "subscriptions": subs, "workers": workers, **pair}
@@ -342,6 +348,11 @@ def main() -> None:
     p.add_argument("--sizes", type=ints, default=None, help="outbox sizes, comma-separated")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--plot", default="", help="only draw the charts from this results file")
+    p.add_argument("--series", default="", help="only these series (comma-separated names)")
+    p.add_argument("--backlog", type=int, default=0, help="events of the backlog (20,000)")
+    p.add_argument("--workers", type=ints, default=None, help="worker counts (1,2,4)")
+    p.add_argument("--subscriptions", type=ints, default=None, help="subscriptions (1,10,50)")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--naive", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     opts = p.parse_args()
@@ -355,13 +366,16 @@ def main() -> None:
         for path in plot(json.loads(Path(opts.plot).read_text()), IMAGES):
             print(f"wrote {path.relative_to(ROOT)}")
         return
-    opts.backlog = 2_000 if opts.quick else 20_000
-    opts.subscriptions = [1, 10, 50]
+    opts.series = {s for s in opts.series.split(",") if s}
+    opts.backlog = opts.backlog or (2_000 if opts.quick else 20_000)
+    opts.subscriptions = opts.subscriptions or [1, 10, 50]
     opts.sizes = opts.sizes or ([5_000, 20_000] if opts.quick else [100_000, 1_000_000])
-    opts.workers = [1, 2, 4]
+    opts.workers = opts.workers or [1, 2, 4]
     results = asyncio.run(measure(opts))
     if opts.json:
         Path(opts.json).write_text(json.dumps(results, indent=1))
+    if opts.series:
+        return  # a partial run: the charts keep the full run's figures
     try:
         made = plot(results, IMAGES)
     except ImportError:

@@ -32,6 +32,7 @@ from dddframe.bus.decision import (
     Failure,
     decide,
 )
+from dddframe.bus.gate import Connect
 from dddframe.bus.parked import ParkedEvents
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
@@ -53,13 +54,16 @@ def lane_of(ordering_key: str, lanes: int) -> int:
 class SubscriptionRunner:
     """Delivers outbox events to one subscription. One runner per subscription per process.
 
-    ``owns_lane`` restricts the runner to some lanes; by default it owns them all.
+    ``owns_lane`` restricts the runner to some lanes; by default it owns them all. ``connect``
+    gives the runner its connections (a bus passes its :class:`~dddframe.bus.gate.ConnectionGate`'s,
+    so its runners never hold more than a bounded share of the pool at once).
 
     Crash guard: every batch is marked in-flight before delivery and unmarked with the position.
     A mark found at start means the process died mid-batch, perhaps because of a listener; the
     runner then delivers the next ``batch_size`` events one at a time, each marked, and an event
     that was in flight ``crash_limit`` times is dead-lettered (:class:`WorkerCrashed`) instead of
-    crashing the worker forever.
+    crashing the worker forever. A graceful hand-over (:meth:`hand_over`, before the lease is
+    released) clears the mark, so only a process that died leaves one.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class SubscriptionRunner:
         batch_size: int = 500,
         owns_lane: Callable[[int], bool] | None = None,
         crash_limit: int = 3,
+        connect: Connect | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1 or crash_limit < 1:
             raise ConfigurationError("concurrency, batch_size and crash_limit must be >= 1")
@@ -82,6 +87,9 @@ class SubscriptionRunner:
         self.batch_size = batch_size
         self.owns_lane = owns_lane or (lambda lane: True)
         self.crash_limit = crash_limit
+        # Where this runner's own connections come from: a bus's ConnectionGate bounds how
+        # many its runners hold at once; by default straight from the pool.
+        self._connect: Connect = connect or database.connect
         self.position = 0
         self._inflight = 0  # unfinished batches found at start (> 0 after a crash)
         self._unsaved = False  # delivered past the stored position
@@ -100,6 +108,7 @@ class SubscriptionRunner:
             policy=lambda: self.policy,
             lane=self.lane,
             owns_lane=self.owns_lane,
+            connect=self._connect,
         )
         # One pass at a time: a second caller waits and continues from where the first ended,
         # instead of reading (and delivering) the same batch concurrently.
@@ -111,7 +120,7 @@ class SubscriptionRunner:
 
     async def start(self) -> None:
         """Load the position (creating it from the subscription's ``start``) and blocked keys."""
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             self.position = await self._positions.load(
                 conn, self.subscription.name, start=self.subscription.start
             )
@@ -144,12 +153,14 @@ class SubscriptionRunner:
             return await self._run_once(head)
 
     async def _run_once(self, head: int | None) -> int:
+        if not self.active:
+            return 0  # dropped or handed over: not a batch more (hand_over stored the position)
         start = self.position
         careful = self._careful_left > 0
         if head is not None and head <= start and not self._unsaved:
             self.caught_up = True
             return 0  # nothing new since the caller's sequencer ran: no need to ask
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             if self._autocommit:
                 # Read and mark need no common transaction; autocommit saves BEGIN and COMMIT
                 # round trips between a wake-up and the listener.
@@ -192,6 +203,8 @@ class SubscriptionRunner:
             return await self._take(shared)
 
     async def _take(self, shared: SharedRead) -> int:
+        if not self.active:
+            return 0  # handed over after the shared read: hand_over cleared its mark
         start = self.position
         if not self.can_take(shared):
             raise ConfigurationError(
@@ -263,12 +276,41 @@ class SubscriptionRunner:
         return self._unsaved
 
     async def flush(self) -> None:
-        """Store the position delivered so far and clear the in-flight mark (at stop)."""
+        """Store the position delivered so far and clear the in-flight mark (when idle)."""
         if self._unsaved:
-            async with self.database.connect() as conn:
+            async with self._connect() as conn:
                 await self._positions.save(conn, self.subscription.name, self.position)
                 await conn.commit()
             self._unsaved = False
+
+    async def hand_over(self) -> None:
+        """Stop and leave the subscription clean for its next owner: deliver no more passes,
+        wait for the current one to end, then store the position delivered so far and clear
+        the in-flight mark, whether or not the position moved (a pass that failed or was
+        cancelled did not crash the process: the next owner delivers that batch again, in
+        batches). Call it before releasing the subscription's lease on a graceful hand-over
+        or stop, so the next owner finds no crash mark; a process that dies never calls it,
+        and its mark makes the next owner deliver one event at a time (see the class).
+
+        A crash mark found at start is left as it is until this runner delivered the event
+        after it: handing over before that keeps the crash count for the next owner. Once
+        past it, a runner still delivering one at a time clears the mark like any other: the
+        events it delivered did not crash it, and a listener that kills the next owner
+        leaves a mark of its own, counted as before.
+        """
+        self.active = False
+        async with self._pass:
+            if self._inflight:
+                return  # the crash mark found at start is not resolved yet: keep it
+            async with self._connect() as conn:
+                await self._positions.save(conn, self.subscription.name, self.position)
+                await conn.commit()
+            self._unsaved = False
+
+    @property
+    def careful(self) -> bool:
+        """Whether the runner delivers one event at a time (after a crash mark, see the class)."""
+        return self._careful_left > 0
 
     async def _run_lane(self, envelopes: list[Envelope]) -> None:
         for env in envelopes:

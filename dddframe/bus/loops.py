@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.bus.delivery import SubscriptionRunner
+from dddframe.bus.gate import ConnectionGate
 from dddframe.database import Database
 from dddframe.outbox.sequencer import Sequencer, SharedRead
 
@@ -43,6 +44,15 @@ class DeliveryLoops:
         self.stopping = asyncio.Event()
         self.sequencer = Sequencer()
         self._tasks: list[asyncio.Task[None]] = []
+        # Held while a pass picks its runners and sequences (where the shared read marks them
+        # in flight): a runner handed over waits for it, so no shared read marks it after it
+        # stored its position (see SubscriptionRunner.hand_over, which waits for the runner's
+        # own read and delivery).
+        self.reading = asyncio.Lock()
+        # The runners' own connections, a bounded share of the pool at once: every runner
+        # wakes in the same pass, and with many subscriptions they would ask for more
+        # connections at once than the pool has (see dddframe.bus.gate).
+        self.connections = ConnectionGate(database)
         self._connection: AsyncConnection | None = None
         # runner -> (monotonic time of its next pass, current back-off) after a failed pass
         self._failing: dict[SubscriptionRunner, tuple[float, float]] = {}
@@ -76,6 +86,13 @@ class DeliveryLoops:
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            if await self._pass(runners):
+                await self.pause(min(self.interval, 1.0))
+                self.wake.set()
+
+    async def _pass(self, runners: Callable[[], Iterable[SubscriptionRunner]]) -> bool:
+        """Sequence and catch every runner up once; True when the sequencer failed."""
+        async with self.reading:
             now = time.monotonic()
             every = list(runners())
             self._failing = {r: b for r, b in self._failing.items() if r in every}
@@ -86,21 +103,20 @@ class DeliveryLoops:
                 raise
             except Exception:
                 log.exception("delivery pass failed; retrying after a pause")
-                await self.pause(min(self.interval, 1.0))
-                self.wake.set()
-                continue
-            head = self.sequencer.head
-            # return_exceptions: the pass waits for every runner, even when one fails.
-            results = await asyncio.gather(
-                *(self._catch_up(r, head, shared) for r in current), return_exceptions=True
-            )
-            for runner, result in zip(current, results, strict=True):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                if isinstance(result, BaseException):
-                    self._back_off(runner, result)
-                else:
-                    self._failing.pop(runner, None)
+                return True
+        head = self.sequencer.head
+        # return_exceptions: the pass waits for every runner, even when one fails.
+        results = await asyncio.gather(
+            *(self._catch_up(r, head, shared) for r in current), return_exceptions=True
+        )
+        for runner, result in zip(current, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                self._back_off(runner, result)
+            else:
+                self._failing.pop(runner, None)
+        return False
 
     def _back_off(self, runner: SubscriptionRunner, error: BaseException) -> None:
         """Give a failing runner a pause of its own (doubling, up to MAX_BACKOFF)."""

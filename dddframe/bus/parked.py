@@ -27,6 +27,7 @@ from dddframe.bus.decision import (
     WaitBehind,
     decide,
 )
+from dddframe.bus.gate import Connect
 from dddframe.bus.subscription import Subscription
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -57,8 +58,10 @@ class ParkedEvents:
         policy: Callable[[], DeliveryPolicy],
         lane: Callable[[str], int],
         owns_lane: Callable[[int], bool],
+        connect: Connect | None = None,
     ) -> None:
         self.database = database
+        self._connect: Connect = connect or database.connect
         self.subscription = subscription
         self.store = store
         self.policy = policy
@@ -76,7 +79,7 @@ class ParkedEvents:
 
     async def load(self) -> None:
         """Rebuild the blocked aggregates from the parked rows (at start)."""
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             heads = await self.store.heads(
                 conn, self.subscription.name, include_dead=self._dead_blocks
             )
@@ -96,7 +99,7 @@ class ParkedEvents:
                         self.policy(), envelope=env, held_by=Head(f"position {head}", dead=False)
                     )
                     assert isinstance(verdict, WaitBehind)
-                    async with self.database.connect() as conn:
+                    async with self._connect() as conn:
                         await self.store.park(
                             conn, self.subscription.name, env, state=PARKED_WAITING, attempts=0
                         )
@@ -112,7 +115,7 @@ class ParkedEvents:
         delay = verdict.delay if isinstance(verdict, RetryAfter) else None
         attempts = verdict.attempts if isinstance(verdict, DeadLetter) else 1
         async with self._key_locks[key]:
-            async with self.database.connect() as conn:
+            async with self._connect() as conn:
                 await self.store.park(
                     conn,
                     self.subscription.name,
@@ -136,7 +139,7 @@ class ParkedEvents:
 
         Returns seconds until the next retry is due (None when none is scheduled).
         """
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             heads = await self.store.heads(
                 conn, self.subscription.name, include_dead=self._dead_blocks
             )
@@ -167,7 +170,7 @@ class ParkedEvents:
         try:
             async with self._key_locks[key]:
                 while True:
-                    async with self.database.connect() as conn:
+                    async with self._connect() as conn:
                         row = await self.store.first_of_key(
                             conn, self.subscription.name, key, include_dead=self._dead_blocks
                         )
@@ -203,7 +206,7 @@ class ParkedEvents:
             failure = await attempt_delivery(self.subscription, env, number, self.policy())
         if failure is not None:
             error, verdict = failure
-            async with self.database.connect() as conn:
+            async with self._connect() as conn:
                 await self.store.set_state(
                     conn,
                     row.id,
@@ -220,7 +223,7 @@ class ParkedEvents:
             # Under `continue` a dead letter does not hold back the events parked behind it.
             return isinstance(verdict, DeadLetter) and not verdict.holds
         self.delivered += 1
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             await self.store.remove(conn, row.id)
             await conn.commit()
         return True
@@ -230,7 +233,7 @@ class ParkedEvents:
         (dead letters do not count)."""
         if not self.blocked:
             return False
-        async with self.database.connect() as conn:
+        async with self._connect() as conn:
             heads = await self.store.heads(
                 conn, self.subscription.name, include_dead=self._dead_blocks
             )

@@ -2,7 +2,8 @@
 
 Every subscription is owned by one live worker at a time through a lease in
 ``dddframe_leases`` (renewed by a heartbeat, taken over ``lease_ttl`` seconds after its owner
-died). Workers split the subscriptions of their groups evenly; within a subscription,
+died, or released at once by a worker that hands it over: its pass ended, its position
+stored). Workers split the subscriptions of their groups evenly; within a subscription,
 ``concurrency`` lanes deliver different aggregates in parallel and each aggregate in order. The
 shared :class:`~dddframe.bus.delivery.SubscriptionRunner` does the delivering, parking,
 retrying and dead-lettering; this module adds ownership, wake-up across processes (LISTEN/NOTIFY
@@ -106,6 +107,10 @@ class DatabaseBus:
         self._half: HalfMessages | None = None
         self._loops_: DeliveryLoops | None = None
         self._send_notify = True
+        # Subscriptions given up whose runner still ends its pass and stores its position;
+        # their leases are renewed until then and released right after (see _hand_over).
+        self._handing_over: dict[str, SubscriptionRunner] = {}
+        self._lease_ops = asyncio.Lock()  # heartbeats and hand-over releases, one at a time
         self.dead_letters: DeadLetterStore = DeadLetterStore()  # the runtime's, once started
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -172,9 +177,13 @@ class DatabaseBus:
             runner.active = False
         if self._loops_ is not None:
             await self._loops_.stop()
-        for runner in self.runners.values():
-            with contextlib.suppress(Exception):  # the next owner re-delivers at most a batch
-                await runner.flush()
+        # A graceful stop leaves no crash mark: the next owner delivers in batches (it
+        # re-delivers at most the batch after the stored position). Hand-overs cut short by
+        # the stop's grace period are finished here too.
+        for runner in [*self.runners.values(), *self._handing_over.values()]:
+            with contextlib.suppress(Exception):
+                await runner.hand_over()
+        self._handing_over.clear()
         if self._wakeup is not None:
             await self._wakeup.close()
         if self._leases is not None:
@@ -205,6 +214,10 @@ class DatabaseBus:
                 log.exception("heartbeat failed; retrying")
 
     async def _heartbeat(self) -> None:
+        async with self._lease_ops:
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
         """Renew what we own, drop what we lost, take our fair share of the free ones."""
         assert self._ownership is not None
         leases = self._ownership.leases
@@ -214,10 +227,19 @@ class DatabaseBus:
             if not await leases.acquire(SUB + name):
                 log.warning("lost the lease of %s; another worker delivers it now", name)
                 self._drop(name)
+        for name in sorted(self._handing_over):
+            await leases.acquire(SUB + name)  # still ours until its position is stored
         plan = await self._ownership.plan({n: s.group for n, s in subs.items()}, self.runners)
         for name in plan.release:
-            self._drop(name)  # more than our share: hand it to a less busy worker
-            await leases.release(SUB + name)
+            # More than our share: hand it to a less busy worker, once the runner's pass ended
+            # and its position is stored (a lease released mid-batch would leave an in-flight
+            # mark that the next owner must take for a crash).
+            runner = self._drop(name)
+            if runner is None:
+                await leases.release(SUB + name)
+                continue
+            self._handing_over[name] = runner
+            self._loops.spawn(self._hand_over(name, runner), f"dddframe-db-hand-over-{name}")
         for name in plan.take:
             if not await leases.acquire(SUB + name):
                 continue
@@ -228,6 +250,7 @@ class DatabaseBus:
                 concurrency=self.concurrency,
                 batch_size=self.limit_per_run,
                 crash_limit=self.crash_limit,
+                connect=self._loops.connections.connect,
             )
             await runner.start()
             self.runners[name] = runner
@@ -235,12 +258,37 @@ class DatabaseBus:
             log.info("%s now delivers %s", self.owner, name)
             self._loops.wake.set()
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str) -> SubscriptionRunner | None:
         if self._ownership is not None:
             self._ownership.dropped(name)
         runner = self.runners.pop(name, None)
         if runner is not None:
             runner.active = False  # its loops finish the current pass and end
+        return runner
+
+    async def _hand_over(self, name: str, runner: SubscriptionRunner) -> None:
+        """Let ``runner``'s pass end, store its position and clear its in-flight mark, then
+        release the lease: the next owner starts where this one stopped, in batches.
+
+        A pass that is sequencing is waited for (``reading``): its shared read may mark the
+        runner in flight, which must happen before the position is stored, not after; the
+        rest of that pass (the other runners' catch-up) is not.
+        If storing fails the mark stays and the next owner delivers carefully, as after a
+        crash (safe, only slower). Cancelled by :meth:`stop`, it is left to ``stop``, which
+        hands the runner over and releases every lease."""
+        assert self._leases is not None
+        try:
+            async with self._loops.reading:
+                pass  # a shared read that may mark the runner has ended
+            await runner.hand_over()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: storing the position before handing it over failed", name)
+        async with self._lease_ops:
+            self._handing_over.pop(name, None)
+            with contextlib.suppress(Exception):  # it expires on its own otherwise
+                await self._leases.release(SUB + name)
 
     # -- delivery -------------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ class InProcessBus:
                 runtime.dead_letters,
                 concurrency=self.concurrency,
                 batch_size=self.batch_size,
+                connect=loops.connections.connect,
             )
             await runner.start()
             self.runners.append(runner)
