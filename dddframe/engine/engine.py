@@ -287,34 +287,44 @@ class Engine:
         inbox: tuple[str, str] | None,
         claim: Claim | None,
     ) -> tuple[Any, list[Envelope]]:
-        async with self.database.session() as session:
-            uow = UnitOfWork(session, headers)
-            token = current_unit_of_work.set(uow)
-            htoken = current_headers.set(headers)
-            try:
-                async with self.locker.hold(keys, session):
-                    if claim is not None and not await claim.claim(session):
-                        raise _AlreadyApplied()
-                    result = await work(uow)
+        session = self.database.session()
+        uow = UnitOfWork(session, headers)
+        token = current_unit_of_work.set(uow)
+        htoken = current_headers.set(headers)
+        try:
+            async with self.locker.hold(keys, session):
+                if claim is not None and not await claim.claim(session):
+                    raise _AlreadyApplied()
+                result = await work(uow)
+                if inbox is not None:
+                    uow.record_inbox(*inbox)
+                try:
+                    envelopes = await uow.commit()
+                except IntegrityError:
+                    # Asked on this session after the rollback: a second connection while
+                    # this one still holds SQLite's write lock would wait for the pool.
                     if inbox is not None:
-                        uow.record_inbox(*inbox)
-                    try:
-                        envelopes = await uow.commit()
-                    except IntegrityError:
-                        # Asked on this session after the rollback: a second connection while
-                        # this one still holds SQLite's write lock would wait for the pool.
-                        if inbox is not None:
-                            await session.rollback()
-                            if await _inbox_seen(session, inbox):
-                                raise _AlreadyApplied() from None
-                        raise
-                return result, envelopes
-            except BaseException:
+                        await session.rollback()
+                        if await _inbox_seen(session, inbox):
+                            raise _AlreadyApplied() from None
+                    raise
+        except BaseException as exc:
+            try:
                 await session.rollback()
-                raise
             finally:
-                current_headers.reset(htoken)
-                current_unit_of_work.reset(token)
+                # As ``async with session`` closes it: to completion, even when cancelled.
+                await session.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        finally:
+            current_headers.reset(htoken)
+            current_unit_of_work.reset(token)
+        if session.in_transaction():  # pragma: no cover - the commit ended the transaction
+            await session.__aexit__(None, None, None)
+        else:
+            # Committed: the connection went back to the pool with the commit, so closing is
+            # bookkeeping only (detach the objects), done here rather than in a task of its own.
+            session.sync_session.close()
+        return result, envelopes
 
     def _arguments(
         self, handler: CommandHandler, command: Command, uow: UnitOfWork

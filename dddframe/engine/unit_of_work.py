@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from dddframe.domain.envelope import Envelope
 from dddframe.domain.limits import check_headers, check_key
@@ -40,6 +41,24 @@ def _children(obj: Any) -> Iterator[Entity]:
             for item in items:
                 if isinstance(item, Entity):
                     yield item
+
+
+# Built once: the statements are the same for every commit (only the rows differ).
+_OUTBOX_INSERT = insert(outbox_table)
+_INBOX_INSERT = insert(inbox_table)
+
+
+def _write(
+    session: Session, outbox_rows: list[dict[str, Any]], inbox_rows: list[dict[str, Any]]
+) -> None:
+    """The end of a unit of work, inside the sync session: aggregate rows with their version
+    checks, then all outbox rows (one INSERT), then the inbox rows, then COMMIT."""
+    session.flush()
+    if outbox_rows:
+        session.execute(_OUTBOX_INSERT, outbox_rows)
+    if inbox_rows:
+        session.execute(_INBOX_INSERT, inbox_rows)
+    session.commit()
 
 
 class Claim(Protocol):
@@ -179,18 +198,16 @@ class UnitOfWork:
         for agg in self.removed:
             await self.session.delete(agg)
         envelopes, recorders = self._prepare()
-        await self.session.flush()
-        if envelopes:
-            await self.session.execute(
-                insert(outbox_table), [envelope_to_row(e) for e in envelopes]
-            )
+        outbox_rows = [envelope_to_row(e) for e in envelopes]
+        inbox_rows: list[dict[str, Any]] = []
         if self._inbox:
             now = utcnow()
-            await self.session.execute(
-                insert(inbox_table),
-                [{"consumer": c, "message_id": m, "processed_at": now} for c, m in self._inbox],
-            )
-        await self.session.commit()
+            inbox_rows = [
+                {"consumer": c, "message_id": m, "processed_at": now} for c, m in self._inbox
+            ]
+        # Flush, outbox and inbox rows and the commit in one call into the sync session: one
+        # greenlet for the lot instead of one per step; the same statements, in this order.
+        await self.session.run_sync(_write, outbox_rows, inbox_rows)
         for rec in recorders:
             rec._dddframe_clear_events()
         return envelopes
