@@ -112,13 +112,15 @@ class RetryContract(ContractSuite):
     )
     async def test_retry_state_survives_restart(self, harness: TransportHarness) -> None:
         probe = Probe()
-        policy = CustomRetry([0.05, 2.0, 0.05])  # the stop falls in the 2 s before attempt 3
+        policy = CustomRetry([0.05, 3.0, 0.05])  # the stop falls in the 3 s before attempt 3
         async with harness.running(contract_modules(probe, retry=policy), NoRetry()) as app:
             (cid,) = await new_counters(app)
             probe.always_fail.add(str(cid))
             await app.engine.run(Increment(counter_id=cid))
             await probe.wait_until(lambda: probe.attempts[str(cid)] >= 2)
-            await asyncio.sleep(0.2)  # let the second failure be recorded (the next is 2 s away)
+            # Let the second failure be recorded (the next attempt is 3 s away; a loaded
+            # machine once took longer than 0.2 s to store it).
+            await asyncio.sleep(0.8)
         assert probe.attempts[str(cid)] == 2
         modules = contract_modules(probe, retry=policy)
         async with harness.running(modules, NoRetry(), fresh=False) as app:
