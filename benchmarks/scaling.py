@@ -38,7 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
-URL = os.environ.get("BENCH_SCALING_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/h3")
+URL = os.environ.get(
+    "BENCH_SCALING_URL",
+    os.environ.get("DDDFRAME_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
+)
 NOTE = "x" * 120
 DELIVERED = [0]  # in a worker: listener calls so far
 FILL = """
