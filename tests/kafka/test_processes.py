@@ -4,6 +4,7 @@ a consumer SIGKILLed mid-batch in a group of two hands its partitions over and n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -136,6 +137,26 @@ async def test_sigkilled_relay_resends_every_event_in_order_per_key(
         assert versions == list(range(1, 101))
 
 
+async def _wait_for_members(env: dict[str, str], group_id: str, members: int) -> None:
+    """Until ``group_id`` is a stable consumer group of ``members`` members."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_TEST_BOOTSTRAP"])
+    await admin.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(Exception):  # not known to the coordinator yet
+                    (response,) = await admin.describe_consumer_groups([group_id])
+                    (group,) = response.groups
+                    state, joined = group[2], group[5]
+                    if state == "Stable" and len(joined) == members:
+                        return
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def test_consumer_killed_mid_batch_hands_partitions_over_nothing_lost(
     app_env: dict[str, str], pg_url: str
 ) -> None:
@@ -143,6 +164,9 @@ async def test_consumer_killed_mid_batch_hands_partitions_over_nothing_lost(
     workers = [await spawn("worker", "--group", "recorders", env=worker_env) for _ in range(2)]
     try:
         async with writer(pg_url, relay=True) as app:
+            # Both members share the partitions before anything is written: a member that
+            # joins late would find the other one done already (the relay is fast).
+            await _wait_for_members(app_env, app_env["KAFKA_TEST_PREFIX"] + "recorders", 2)
             tallies = [uuid.uuid4() for _ in range(20)]
             for tally in tallies:
                 await app.engine.run(Bump(tally_id=tally, times=50))
