@@ -26,7 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.records import Record, record_size, sized_record, to_record
-from dddframe.bus.kafka.topics import ROUTE_CLUSTER, ROUTE_TOPIC, TopicNaming, topic_problem
+from dddframe.bus.kafka.topics import ROUTE_CLUSTER, TopicNaming, topic_problem
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
@@ -37,7 +37,6 @@ from dddframe.outbox.relay import OutboxRelay
 __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
-_NAME_TOPICS_MAX = 10_000
 _KEY_PARTITIONS_MAX = 100_000
 
 
@@ -113,7 +112,6 @@ class Relay(OutboxRelay):
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
         self._partitions: dict[str, list[int]] = {}
-        self._name_topics: dict[str, str] = {}  # the naming rule's topic of each event name
         self._key_partitions: dict[tuple[str, bytes], int] = {}  # of self._partitions
         self._partitioner = DefaultPartitioner()
 
@@ -188,11 +186,7 @@ class Relay(OutboxRelay):
                 f"it names cluster {named[:100]!r}, which the application does not have "
                 f"(it has {', '.join(sorted(self.clusters))})"
             )
-        topic = env.headers.get(ROUTE_TOPIC) or self._name_topics.get(env.name)  # = topic_of
-        if topic is None:
-            topic = self._name_topics[env.name] = self.naming.topic_for(env.name)
-            if len(self._name_topics) > _NAME_TOPICS_MAX:
-                self._name_topics.clear()
+        topic = self.naming.topic_of(env)
         problem = None if topic in self._topics else topic_problem(topic)  # known topics: valid
         if problem is not None:
             problems.append(problem)

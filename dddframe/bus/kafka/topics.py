@@ -34,6 +34,7 @@ ROUTE_CLUSTER = "dddframe-cluster"
 
 _INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_BY_NAME_MAX = 10_000  # event names whose topic a TopicNaming remembers
 
 
 def _slug(text: str) -> str:
@@ -90,9 +91,19 @@ class TopicNaming:
         self.overrides = dict(overrides or {})
         self.retry_prefix = retry_prefix
         self.fail_prefix = fail_prefix
+        self._by_name: dict[str, str] = {}  # the rule's answers (a relay asks per record)
 
     def topic_for(self, name: str) -> str:
         """The topic of events (or direct messages) called ``name``."""
+        topic = self._by_name.get(name)
+        if topic is None:
+            topic = self._rule(name)
+            if len(self._by_name) >= _BY_NAME_MAX:  # names come from stored rows: bounded
+                self._by_name.clear()
+            self._by_name[name] = topic
+        return topic
+
+    def _rule(self, name: str) -> str:
         topic = self.overrides.get(name)
         if topic is not None:
             return topic
