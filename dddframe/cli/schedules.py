@@ -110,25 +110,14 @@ def cancel(
     as_json: bool = JSON,
 ) -> None:
     """Cancel a scheduled command that has not run yet."""
-    try:
-        cancelled = _run(app_spec, lambda a: a.cancel_schedule(schedule_id))
-    except ScheduleNotFound as exc:
-        if as_json:
-            typer.echo(json.dumps({"cancelled": False, "found": False}))
-            return
-        typer.echo(f"dddframe: {safe(exc, markup=False)}", err=True)
-        raise typer.Exit(EXIT_NOTHING_DONE) from exc
-    if as_json:
-        typer.echo(json.dumps({"cancelled": cancelled, "found": True}))
-        return
-    if not cancelled:
-        typer.echo(
-            f"dddframe: schedule {schedule_id} ran, failed or was cancelled already; "
-            "nothing to cancel.",
-            err=True,
-        )
-        raise typer.Exit(EXIT_NOTHING_DONE)
-    typer.echo(f"cancelled schedule {schedule_id}")
+    _act(
+        app_spec,
+        lambda a: a.cancel_schedule(schedule_id),
+        as_json,
+        answer="cancelled",
+        refused=f"schedule {schedule_id} ran, failed or was cancelled already; nothing to cancel.",
+        done=f"cancelled schedule {schedule_id}",
+    )
 
 
 @app.command()
@@ -138,22 +127,43 @@ def retry(
     as_json: bool = JSON,
 ) -> None:
     """Run a failed scheduled command (or process timer) again, due now."""
+    _act(
+        app_spec,
+        lambda a: a.retry_schedule(schedule_id),
+        as_json,
+        answer="retried",
+        refused=(
+            f"schedule {schedule_id} has not failed (it is pending, ran or was cancelled); "
+            "nothing to retry."
+        ),
+        done=f"schedule {schedule_id} is due again",
+    )
+
+
+def _act(
+    app_spec: str,
+    action: Callable[[Application], Awaitable[bool]],
+    as_json: bool,
+    *,
+    answer: str,
+    refused: str,
+    done: str,
+) -> None:
+    """Run a change of one schedule and say what came of it: ``done``, or ``refused`` and exit
+    5 when there was nothing to do (an unknown id too); with ``--json`` ``{answer: ..., "found":
+    ...}`` and exit 0."""
     try:
-        retried = _run(app_spec, lambda a: a.retry_schedule(schedule_id))
+        changed = _run(app_spec, action)
     except ScheduleNotFound as exc:
         if as_json:
-            typer.echo(json.dumps({"retried": False, "found": False}))
+            typer.echo(json.dumps({answer: False, "found": False}))
             return
         typer.echo(f"dddframe: {safe(exc, markup=False)}", err=True)
         raise typer.Exit(EXIT_NOTHING_DONE) from exc
     if as_json:
-        typer.echo(json.dumps({"retried": retried, "found": True}))
+        typer.echo(json.dumps({answer: changed, "found": True}))
         return
-    if not retried:
-        typer.echo(
-            f"dddframe: schedule {schedule_id} has not failed (it is pending, ran or was "
-            "cancelled); nothing to retry.",
-            err=True,
-        )
+    if not changed:
+        typer.echo(f"dddframe: {refused}", err=True)
         raise typer.Exit(EXIT_NOTHING_DONE)
-    typer.echo(f"schedule {schedule_id} is due again")
+    typer.echo(done)

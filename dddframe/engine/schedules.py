@@ -209,33 +209,23 @@ class Schedules:
     async def cancel(self, schedule_id: uuid.UUID | str) -> bool:
         """Cancel a pending schedule: True when it was pending, False when it had run, failed
         or was cancelled already; :class:`~dddframe.errors.ScheduleNotFound` when unknown."""
-        key = _schedule_key(schedule_id)
-        async with self.database.connect() as conn:
-            done = await conn.execute(
-                update(schedules_table)
-                .where(schedules_table.c.id == key, schedules_table.c.state == PENDING)
-                .values(state=CANCELLED, updated_at=utcnow())
-            )
-            found = done.rowcount == 1 or await _exists(conn, key)
-            await conn.commit()
-        if not found:
-            raise ScheduleNotFound(
-                f"No scheduled command has the id {key}; `dddframe schedules list --all` "
-                "shows them."
-            )
-        return bool(done.rowcount == 1)
+        return await self._move(schedule_id, PENDING, state=CANCELLED)
 
     async def retry(self, schedule_id: uuid.UUID | str) -> bool:
         """Put a failed schedule back, due now with its attempts reset: True when it had
         failed, False when it is pending, ran or was cancelled;
         :class:`~dddframe.errors.ScheduleNotFound` when unknown."""
+        return await self._move(schedule_id, FAILED, state=PENDING, attempts=0, due_at=utcnow())
+
+    async def _move(self, schedule_id: uuid.UUID | str, when: str, **values: Any) -> bool:
+        """Set ``values`` on the schedule if it is in state ``when``: True when it was, False
+        when it is in another; ScheduleNotFound when there is no such schedule."""
         key = _schedule_key(schedule_id)
         async with self.database.connect() as conn:
-            now = utcnow()
             done = await conn.execute(
                 update(schedules_table)
-                .where(schedules_table.c.id == key, schedules_table.c.state == FAILED)
-                .values(state=PENDING, attempts=0, due_at=now, updated_at=now)
+                .where(schedules_table.c.id == key, schedules_table.c.state == when)
+                .values(**values, updated_at=utcnow())
             )
             found = done.rowcount == 1 or await _exists(conn, key)
             await conn.commit()
@@ -351,8 +341,7 @@ class ScheduleRunner:
         self._backoffs[command_type] = backoff
 
     def _delay(self, command: Command | None, attempts: int) -> float | None:
-        backoff = self._backoffs.get(type(command)) if command is not None else None
-        if backoff is not None and command is not None:
+        if command is not None and (backoff := self._backoffs.get(type(command))) is not None:
             return backoff(command, attempts)
         return min(60.0, 2.0 ** (attempts - 1)) if attempts < self.max_attempts else None
 
