@@ -51,12 +51,11 @@ async def apply_envelope(
     generation: int,
     envelope: Envelope,
     registry: EventRegistry,
-    rows: RowCache | None = None,
+    rows: RowCache,
 ) -> None:
     """Decode ``envelope`` and run its handler on ``generation``'s tables (no inbox, no
-    checkpoint: the caller records those in the same transaction). Rows the handler puts
-    through the view wait in ``rows`` for the caller to flush; without ``rows`` they are
-    written before this returns."""
+    checkpoint: the caller records those in the same transaction, and flushes ``rows``, where
+    the rows the handler put through the view wait)."""
     target = projection.handlers.get(envelope.name)
     if target is None:
         raise PoisonEvent(
@@ -66,19 +65,8 @@ async def apply_envelope(
     if not registry.is_known(envelope.name):
         raise PoisonEvent(f"no event class or declaration is named {envelope.name!r}")
     event = decode_event(envelope, target.event_type, registry)
-    own = rows is None
-    if rows is None:
-        rows = RowCache(projection_dialect(session), lock=True)
     view = ProjectionView(session, projection.generation(generation), envelope, rows)
     await _call(projection.instance(), target, event, view)
-    if own:
-        await rows.flush(session)
-
-
-def projection_dialect(session: AsyncSession) -> str:
-    """The name of the dialect ``session`` talks to (``postgresql``, ``mysql``, ``sqlite``)."""
-    name = session.get_bind().dialect.name
-    return "mysql" if name == "mariadb" else name
 
 
 async def _call(instance: Any, target: ListenerTarget, event: Any, view: ProjectionView) -> None:
@@ -121,7 +109,10 @@ def make_live_deliver(
                 if not await inbox.claim(session):
                     log.debug("%s: %s applied before", name, envelope.event_id)
                     return
-                await apply_envelope(session, projection, generation, envelope, registry)
+                # Live: rows read are locked (concurrent deliveries may change the same row).
+                rows = RowCache(database.dialect, lock=True)
+                await apply_envelope(session, projection, generation, envelope, registry, rows)
+                await rows.flush(session)
                 await store.advance(session, name, generation, envelope, position=position)
 
     return deliver

@@ -228,15 +228,13 @@ class Rebuilder:
             names=self.projection.event_names,
             head=head,
         )
-        try:
-            for envelope in envelopes:
-                await apply_envelope(
-                    session, self.projection, generation, envelope, self.registry, rows
-                )
-            await rows.flush(session)
-        except BaseException:
-            rows.forget()  # the transaction rolls back: nothing pending was written
-            raise
+        # A failure here ends the rebuild's run, and ``rows`` with it: no cache outlives a
+        # transaction that rolled back.
+        for envelope in envelopes:
+            await apply_envelope(
+                session, self.projection, generation, envelope, self.registry, rows
+            )
+        await rows.flush(session)
         event_at = envelopes[-1].occurred_at if envelopes else None
         moved = await self.store.replayed(
             session, self.name, generation, after=after, upto=upto, event_at=event_at, built=built

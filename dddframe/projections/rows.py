@@ -13,8 +13,6 @@ written once per batch, and a rebuild into empty tables never reads a row it has
 ...               Column("size", Integer, nullable=False, default=0))
 >>> rows = RowCache("sqlite", known_empty=True)
 >>> rows.put(sizes, {"cart": "c1", "size": 2})
->>> rows.pending()
-1
 >>> rows.key_of(sizes, {"cart": "c1", "size": 2})
 ('c1',)
 """
@@ -128,10 +126,6 @@ class RowCache:
 
     # -- what the framework calls -----------------------------------------------------------
 
-    def pending(self) -> int:
-        """How many rows wait to be written."""
-        return sum(len(rows) for rows in self._pending.values())
-
     async def flush(self, session: AsyncSession) -> None:
         """Write the pending rows in ``session``'s transaction: per table one DELETE, one
         multi-row INSERT and one upsert per set of columns written (rows put without being
@@ -180,12 +174,6 @@ class RowCache:
         if sum(len(rows) for rows in self._known.values()) > self.limit:
             self._known.clear()
             self._complete = False
-
-    def forget(self) -> None:
-        """Drop everything (after a rollback: nothing pending was written)."""
-        self._known.clear()
-        self._pending.clear()
-        self._complete = False
 
     def key_of(self, table: Table, row: Mapping[str, Any]) -> Key:
         """The primary key of ``row`` (every primary-key column must be in it)."""
@@ -272,11 +260,16 @@ def _by_columns(rows: list[Row]) -> list[tuple[tuple[str, ...], list[Row]]]:
     return list(groups.items())
 
 
+def _by_key(table: Table) -> Any:
+    """``WHERE`` each primary-key column equals its ``k_<name>`` parameter."""
+    return and_(*(c == bindparam(f"k_{c.name}") for c in table.primary_key.columns))
+
+
 def _update_by_key(table: Table, columns: tuple[str, ...]) -> Any:
     keys = {c.name for c in table.primary_key.columns}
     return (
         update(table)
-        .where(and_(*(c == bindparam(f"k_{c.name}") for c in table.primary_key.columns)))
+        .where(_by_key(table))
         .values({c: bindparam(f"v_{c}") for c in columns if c not in keys})
     )
 
@@ -301,9 +294,7 @@ async def _present_keys(
 
 
 def _delete_by_key(table: Table) -> Any:
-    return delete(table).where(
-        and_(*(c == bindparam(f"k_{c.name}") for c in table.primary_key.columns))
-    )
+    return delete(table).where(_by_key(table))
 
 
 def _key_params(table: Table, key: Key) -> dict[str, Any]:
