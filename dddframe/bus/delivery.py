@@ -278,10 +278,7 @@ class SubscriptionRunner:
     async def flush(self) -> None:
         """Store the position delivered so far and clear the in-flight mark (when idle)."""
         if self._unsaved:
-            async with self._connect() as conn:
-                await self._positions.save(conn, self.subscription.name, self.position)
-                await conn.commit()
-            self._unsaved = False
+            await self._store_position()
 
     async def hand_over(self) -> None:
         """Stop and leave the subscription clean for its next owner: deliver no more passes,
@@ -302,10 +299,14 @@ class SubscriptionRunner:
         async with self._pass:
             if self._inflight:
                 return  # the crash mark found at start is not resolved yet: keep it
-            async with self._connect() as conn:
-                await self._positions.save(conn, self.subscription.name, self.position)
-                await conn.commit()
-            self._unsaved = False
+            await self._store_position()
+
+    async def _store_position(self) -> None:
+        """Store the position delivered so far; clears the in-flight mark."""
+        async with self._connect() as conn:
+            await self._positions.save(conn, self.subscription.name, self.position)
+            await conn.commit()
+        self._unsaved = False
 
     @property
     def careful(self) -> bool:
