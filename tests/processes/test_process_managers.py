@@ -24,13 +24,19 @@ from dddframe.testing import reset_database
 from tests.processes.model import (
     FAILING_TIMEOUTS,
     Charge,
-    Effect,
     Fulfilment,
     Place,
     PmOrder,
     PmPlaced,
     Tick,
     fulfilment_module,
+)
+from tests.processes.reading import (
+    has_effect,
+    read_effects,
+    read_instance,
+    read_outbox,
+    wait_until,
 )
 
 
@@ -43,36 +49,8 @@ async def _app(url: str, **options: Any) -> Application:
     return app
 
 
-async def _effects(app: Application) -> Counter[tuple[str, str]]:
-    async with app.database.session() as s:
-        rows = (await s.execute(select(Effect.what, Effect.order_id))).all()
-    return Counter((what, order_id) for what, order_id in rows)
-
-
-async def _instance(app: Application, key: str) -> Fulfilment | None:
-    async with app.database.session() as s:
-        return await s.get(Fulfilment, key)
-
-
-async def _wait(condition: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.05)
-
-
 def _subscription(app: Application) -> Subscription:
     return next(s for s in app.subscriptions if s.name == "fulfilment.Fulfilment")
-
-
-async def _outbox(app: Application, name: str) -> list[Envelope]:
-    from dddframe.outbox.records import row_to_envelope
-    from dddframe.outbox.tables import outbox_table
-
-    async with app.database.connect() as conn:
-        rows = await conn.execute(
-            select(outbox_table).where(outbox_table.c.name == name).order_by(outbox_table.c.id)
-        )
-        return [row_to_envelope(r._mapping) for r in rows]
 
 
 async def test_a_process_runs_from_its_first_event_to_completion(any_db: str) -> None:
@@ -80,22 +58,25 @@ async def test_a_process_runs_from_its_first_event_to_completion(any_db: str) ->
     try:
         order = await app.engine.run(Place(order_id="o-1"))
         await app.drain()
-        await _wait(lambda: _has(app, ("reserve", "o-1")))
-        pm = await _instance(app, "o-1")
+        await wait_until(lambda: has_effect(app, ("reserve", "o-1")))
+        pm = await read_instance(app, "o-1")
         assert pm is not None and pm.state == "awaiting_payment" and not pm.completed
         (timer,) = pm.pending_timers.values()
         assert (await app.schedules.get(timer)).state == "pending"
 
         await app.engine.run(Charge(aggregate_id=order))
         await app.drain()
-        await _wait(lambda: _has(app, ("ship", "o-1")))
-        pm = await _instance(app, "o-1")
+        await wait_until(lambda: has_effect(app, ("ship", "o-1")))
+        pm = await read_instance(app, "o-1")
         assert pm is not None and pm.state == "shipped" and pm.completed
         assert pm.pending_timers == {}
         assert (await app.schedules.get(timer)).state == "cancelled"
-        assert await _effects(app) == Counter({("reserve", "o-1"): 1, ("ship", "o-1"): 1})
+        assert await read_effects(app) == Counter({("reserve", "o-1"): 1, ("ship", "o-1"): 1})
         # Each event's correlation id travels to the commands its step sent.
-        (placed,), (charged,) = await _outbox(app, "Pm:Placed"), await _outbox(app, "Pm:Charged")
+        (placed,), (charged,) = (
+            await read_outbox(app, "Pm:Placed"),
+            await read_outbox(app, "Pm:Charged"),
+        )
         sent = {s.command.rsplit(".", 1)[1]: s for s in await app.schedules.list(states=["done"])}
         assert len(sent) == 1  # two Records: one key
         headers = [s.headers for s in await app.schedules.list(states=["done"])]
@@ -107,10 +88,6 @@ async def test_a_process_runs_from_its_first_event_to_completion(any_db: str) ->
         await app.stop()
 
 
-async def _has(app: Application, effect: tuple[str, str]) -> bool:
-    return effect in await _effects(app)
-
-
 async def test_events_for_a_completed_or_unknown_instance_are_ignored_with_a_log_line(
     sqlite_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,25 +95,25 @@ async def test_events_for_a_completed_or_unknown_instance_are_ignored_with_a_log
     try:
         order = await app.engine.run(Place(order_id="o-2"))
         sub = _subscription(app)
-        (placed,) = await _outbox(app, "Pm:Placed")
+        (placed,) = await read_outbox(app, "Pm:Placed")
         await sub.deliver(placed, 1, sub)
         await app.engine.run(Charge(aggregate_id=order))
-        (charged,) = await _outbox(app, "Pm:Charged")
+        (charged,) = await read_outbox(app, "Pm:Charged")
         await sub.deliver(charged, 1, sub)
         await app.engine.run(Tick(aggregate_id=order, n=1))
-        (ticked,) = await _outbox(app, "Pm:Ticked")
+        (ticked,) = await read_outbox(app, "Pm:Ticked")
         with caplog.at_level(logging.INFO, logger="dddframe.processes"):
             await sub.deliver(ticked, 1, sub)  # completed: ignored
         assert "is completed; Pm:Ticked ignored" in caplog.text
         # An event that does not start a process, for an instance that does not exist.
         other = await app.engine.run(Place(order_id="o-3"))
         await app.engine.run(Charge(aggregate_id=other))
-        charged_other = (await _outbox(app, "Pm:Charged"))[-1]
+        charged_other = (await read_outbox(app, "Pm:Charged"))[-1]
         with caplog.at_level(logging.INFO, logger="dddframe.processes"):
             await sub.deliver(charged_other, 1, sub)
         assert "'o-3' does not exist" in caplog.text
-        assert await _instance(app, "o-3") is None
-        pm = await _instance(app, "o-2")
+        assert await read_instance(app, "o-3") is None
+        pm = await read_instance(app, "o-2")
         assert pm is not None and pm.ticks == 0
     finally:
         await app.stop()
@@ -152,21 +129,21 @@ async def test_duplicated_and_concurrent_events_make_one_transition_each(any_db:
         for n in range(10):
             await app.engine.run(Tick(aggregate_id=order, n=n))
         sub = _subscription(app)
-        (placed,) = await _outbox(app, "Pm:Placed")
+        (placed,) = await read_outbox(app, "Pm:Placed")
         await sub.deliver(placed, 1, sub)
-        ticks = await _outbox(app, "Pm:Ticked")
+        ticks = await read_outbox(app, "Pm:Ticked")
         deliveries = [sub.deliver(e, 1, sub) for e in ticks for _ in range(2)]
         await asyncio.gather(*deliveries)
-        pm = await _instance(app, "o-4")
+        pm = await read_instance(app, "o-4")
         assert pm is not None and pm.ticks == 10
-        effects = await _effects(app)
+        effects = await read_effects(app)
         assert effects == Counter(
             {("reserve", "o-4"): 1, **{(f"tick-{n}", "o-4"): 1 for n in range(10)}}
         )
         # Redelivering everything again changes nothing.
         await asyncio.gather(*(sub.deliver(e, 2, sub) for e in [placed, *ticks]))
-        assert await _effects(app) == effects
-        assert (await _instance(app, "o-4")).ticks == 10  # type: ignore[union-attr]
+        assert await read_effects(app) == effects
+        assert (await read_instance(app, "o-4")).ticks == 10  # type: ignore[union-attr]
     finally:
         await app.stop()
 
@@ -177,9 +154,9 @@ async def test_two_starting_events_at_once_create_one_instance(server_db: str) -
         await app.engine.run(Place(order_id="o-5"))
         await app.engine.run(Place(order_id="o-5"))  # a second order placed with the same id
         sub = _subscription(app)
-        first, second = await _outbox(app, "Pm:Placed")
+        first, second = await read_outbox(app, "Pm:Placed")
         await asyncio.gather(sub.deliver(first, 1, sub), sub.deliver(second, 1, sub))
-        assert (await _effects(app))[("reserve", "o-5")] == 2  # each event's step ran once
+        assert (await read_effects(app))[("reserve", "o-5")] == 2  # each event's step ran once
         async with app.database.session() as s:
             assert len((await s.execute(select(Fulfilment))).all()) == 1
     finally:
@@ -191,11 +168,11 @@ async def test_a_timer_fires_its_step_once(any_db: str) -> None:
     try:
         await app.engine.run(Place(order_id="o-6", payment_seconds=0.3))
         await app.drain()
-        await _wait(lambda: _has(app, ("cancel", "o-6")))
-        pm = await _instance(app, "o-6")
+        await wait_until(lambda: has_effect(app, ("cancel", "o-6")))
+        pm = await read_instance(app, "o-6")
         assert pm is not None and pm.state == "cancelled" and pm.completed
         await asyncio.sleep(0.3)
-        assert (await _effects(app))[("cancel", "o-6")] == 1
+        assert (await read_effects(app))[("cancel", "o-6")] == 1
     finally:
         await app.stop()
 
@@ -205,13 +182,13 @@ async def test_a_cancelled_timer_and_a_completed_process_never_fire(any_db: str)
     try:
         order = await app.engine.run(Place(order_id="o-7", payment_seconds=0.2))
         sub = _subscription(app)
-        (placed,) = await _outbox(app, "Pm:Placed")
+        (placed,) = await read_outbox(app, "Pm:Placed")
         await sub.deliver(placed, 1, sub)
-        pm = await _instance(app, "o-7")
+        pm = await read_instance(app, "o-7")
         assert pm is not None
         (token,) = pm.pending_timers.values()
         await app.engine.run(Charge(aggregate_id=order))
-        (charged,) = await _outbox(app, "Pm:Charged")
+        (charged,) = await read_outbox(app, "Pm:Charged")
         await sub.deliver(charged, 1, sub)  # cancels the timer, completes the process
         # A timer row that escaped cancellation (made pending again by hand) still does not
         # fire for the completed instance.
@@ -227,8 +204,8 @@ async def test_a_cancelled_timer_and_a_completed_process_never_fire(any_db: str)
 
         runner = ScheduleRunner(app.schedules, app.engine)
         await ScheduleDispatcher(runner, owner="t").run_once()
-        assert ("cancel", "o-7") not in await _effects(app)
-        pm = await _instance(app, "o-7")
+        assert ("cancel", "o-7") not in await read_effects(app)
+        pm = await read_instance(app, "o-7")
         assert pm is not None and pm.state == "shipped"
     finally:
         await app.stop()
@@ -245,15 +222,15 @@ async def test_a_replaced_timer_whose_old_row_still_fires_does_nothing(
     try:
         order = await app.engine.run(Place(order_id="o-8", payment_seconds=0.1))
         sub = _subscription(app)
-        (placed,) = await _outbox(app, "Pm:Placed")
+        (placed,) = await read_outbox(app, "Pm:Placed")
         await sub.deliver(placed, 1, sub)
-        (token,) = (await _instance(app, "o-8")).pending_timers.values()  # type: ignore[union-attr]
+        (token,) = (await read_instance(app, "o-8")).pending_timers.values()  # type: ignore[union-attr]
         if how == "cancelled":
             await app.engine.run(Tick(aggregate_id=order, n=-1))
-            (event,) = await _outbox(app, "Pm:Ticked")
+            (event,) = await read_outbox(app, "Pm:Ticked")
         else:
             await app.engine.run(Place(order_id="o-8", payment_seconds=3600))
-            event = (await _outbox(app, "Pm:Placed"))[-1]
+            event = (await read_outbox(app, "Pm:Placed"))[-1]
         await sub.deliver(event, 1, sub)
         assert (await app.schedules.get(token)).state == "cancelled"
         async with app.database.connect() as conn:
@@ -267,9 +244,9 @@ async def test_a_replaced_timer_whose_old_row_still_fires_does_nothing(
         from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner
 
         await ScheduleDispatcher(ScheduleRunner(app.schedules, app.engine), owner="t").run_once()
-        pm = await _instance(app, "o-8")
+        pm = await read_instance(app, "o-8")
         assert pm is not None and pm.state == "awaiting_payment" and not pm.completed
-        assert ("cancel", "o-8") not in await _effects(app)
+        assert ("cancel", "o-8") not in await read_effects(app)
         assert len(pm.pending_timers) == (0 if how == "cancelled" else 1)
     finally:
         await app.stop()
@@ -294,9 +271,9 @@ async def test_a_failing_step_is_dead_lettered_and_other_instances_go_on(any_db:
         (letter,) = await app.dead_letters.list()
         assert letter.subscription == "fulfilment.Fulfilment"
         assert "this step always fails" in (letter.error or "")
-        assert (await _instance(app, "good")).ticks == 1  # type: ignore[union-attr]
-        assert (await _instance(app, "bad")).ticks == 0  # type: ignore[union-attr]
-        assert ("tick-1", "good") in await _effects(app)
+        assert (await read_instance(app, "good")).ticks == 1  # type: ignore[union-attr]
+        assert (await read_instance(app, "bad")).ticks == 0  # type: ignore[union-attr]
+        assert ("tick-1", "good") in await read_effects(app)
 
 
 async def test_a_failing_timer_step_follows_the_process_retry_policy_then_is_retried(
@@ -333,17 +310,17 @@ async def test_a_failing_timer_step_follows_the_process_retry_policy_then_is_ret
             await app.create_schema()
             await app.engine.run(Place(order_id="late-bad", payment_seconds=0.2))
             await app.engine.run(Place(order_id="late-good", payment_seconds=0.2))
-            await _wait(lambda: _has(app, ("cancel", "late-good")))
-            await _wait(failed_timers)
+            await wait_until(lambda: has_effect(app, ("cancel", "late-good")))
+            await wait_until(failed_timers)
             ((timer_id, attempts),) = await failed_timers()
             assert attempts == 2  # the first run and the one retry LimitRetry(limit=1) allows
-            bad = await _instance(app, "late-bad")
+            bad = await read_instance(app, "late-bad")
             assert bad is not None and bad.state == "awaiting_payment" and not bad.completed
             FAILING_TIMEOUTS.discard("late-bad")
             assert await app.retry_schedule(timer_id) is True
-            await _wait(lambda: _has(app, ("cancel", "late-bad")))
+            await wait_until(lambda: has_effect(app, ("cancel", "late-bad")))
             assert await app.retry_schedule(timer_id) is False  # it ran: nothing to retry
-            assert (await _effects(app))[("cancel", "late-bad")] == 1
+            assert (await read_effects(app))[("cancel", "late-bad")] == 1
     finally:
         FAILING_TIMEOUTS.discard("late-bad")
 
@@ -400,26 +377,22 @@ class NeedsNotifier(ProcessManager):
         pass
 
 
-async def test_a_step_service_nothing_provides_fails_at_start_up(sqlite_db: str) -> None:
+@pytest.mark.parametrize(
+    ("step", "error", "message"),
+    [
+        ("on_placed", MissingBinding, r"NeedsNotifier's step on_placed needs Notifier"),
+        ("on_untyped", ConfigurationError, r"services annotated with their type.*'extra'"),
+    ],
+)
+async def test_a_step_service_nothing_provides_fails_at_start_up(
+    sqlite_db: str, step: str, error: type[Exception], message: str
+) -> None:
     m = Module("needs")
     m.event("Pm:Placed")
     m.process(
-        NeedsNotifier,
-        correlate_by="order_id",
-        starts_with="Pm:Placed",
-        listen={"Pm:Placed": "on_placed"},
+        NeedsNotifier, correlate_by="order_id", starts_with="Pm:Placed", listen={"Pm:Placed": step}
     )
-    with pytest.raises(MissingBinding, match=r"NeedsNotifier's step on_placed needs Notifier"):
-        await Application([m], sqlite_db).start()
-    m = Module("untyped")
-    m.event("Pm:Placed")
-    m.process(
-        NeedsNotifier,
-        correlate_by="order_id",
-        starts_with="Pm:Placed",
-        listen={"Pm:Placed": "on_untyped"},
-    )
-    with pytest.raises(ConfigurationError, match=r"services annotated with their type.*'extra'"):
+    with pytest.raises(error, match=message):
         await Application([m], sqlite_db).start()
 
 
