@@ -17,15 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
 
 from dddframe import Application, Envelope, Module
 from dddframe.bus.database import DatabaseBus
-from dddframe.database import Database
-from dddframe.outbox.records import envelope_to_row
-from dddframe.outbox.schema import create_schema
-from dddframe.outbox.tables import outbox_table, positions_table
-from dddframe.testing import reset_database
+from tests.database_bus.backlog import Listener, all_at, fill_outbox, listeners_module
 
 SUBSCRIPTIONS = 4
 AGGREGATES = 4
@@ -40,24 +35,19 @@ class Gate:
     seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
 
 
-def _listener(name: str) -> Callable[[Any, Envelope], Awaitable[None]]:
+def _waits_at_the_gate(name: str) -> Listener:
     async def on_tick(self: Any, event: Envelope) -> None:
         Gate.waiting.add(name)
         await Gate.open.wait()
         Gate.seen[name].append((event.aggregate_id, event.aggregate_version))
 
-    on_tick.__annotations__ = {"event": Envelope, "return": None}
     return on_tick
 
 
 def hand_over_module() -> Module:
-    methods = {f"on_{i}": _listener(f"g.HandOver.on_{i}") for i in range(SUBSCRIPTIONS)}
-    m = Module("g")
-    m.event("HandOver:Tick")
-    m.controller(type("HandOver", (), methods))
-    for i in range(SUBSCRIPTIONS):
-        m.listen("HandOver:Tick", f"HandOver.on_{i}", group="g")
-    return m
+    return listeners_module(
+        "g", "HandOver:Tick", "HandOver", SUBSCRIPTIONS, _waits_at_the_gate, group="g"
+    )
 
 
 def worker(url: str) -> Application:
@@ -66,28 +56,20 @@ def worker(url: str) -> Application:
 
 
 async def _fill(url: str) -> None:
-    await reset_database(url)
-    db = Database(url)
-    try:
-        await create_schema(db)
-        rows = [
-            envelope_to_row(
-                Envelope.new(
-                    "HandOver:Tick",
-                    "{}",
-                    aggregate_type="Ticker",
-                    aggregate_id=f"t{a}",
-                    aggregate_version=v,
-                )
+    await fill_outbox(
+        url,
+        (
+            Envelope.new(
+                "HandOver:Tick",
+                "{}",
+                aggregate_type="Ticker",
+                aggregate_id=f"t{a}",
+                aggregate_version=v,
             )
             for v in range(1, VERSIONS + 1)
             for a in range(AGGREGATES)
-        ]
-        async with db.connect() as conn:
-            await conn.execute(insert(outbox_table), rows)
-            await conn.commit()
-    finally:
-        await db.dispose()
+        ),
+    )
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
@@ -97,12 +79,6 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"gave up waiting for {what}") from None
-
-
-async def _all_at(app: Application, head: int) -> bool:
-    async with app.database.connect() as conn:
-        rows = (await conn.execute(select(positions_table.c.position))).scalars().all()
-    return len(rows) == SUBSCRIPTIONS and all(int(p) >= head for p in rows)
 
 
 async def test_a_second_worker_takes_over_lanes_without_a_crash_mark(
@@ -129,7 +105,9 @@ async def test_a_second_worker_takes_over_lanes_without_a_crash_mark(
                 "the second worker to take its half",
             )
             assert not any(r.careful for r in second_bus.runners.values())
-            await _until(lambda: _all_at(first, AGGREGATES * VERSIONS), "every position")
+            await _until(
+                lambda: all_at(first, SUBSCRIPTIONS, AGGREGATES * VERSIONS), "every position"
+            )
     crashes = [r.getMessage() for r in caplog.records if "died while delivering" in r.message]
     assert crashes == []
     assert set(Gate.seen) == {f"g.HandOver.on_{i}" for i in range(SUBSCRIPTIONS)}

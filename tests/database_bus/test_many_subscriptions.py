@@ -12,21 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import event
 from sqlalchemy.pool import Pool, QueuePool
 
 from dddframe import Application, Envelope, Module
 from dddframe.bus.database import DatabaseBus
-from dddframe.database import Database
-from dddframe.outbox.records import envelope_to_row
-from dddframe.outbox.schema import create_schema
-from dddframe.outbox.tables import outbox_table, positions_table
-from dddframe.testing import reset_database
+from tests.database_bus.backlog import Listener, all_at, fill_outbox, listeners_module
 from tests.services import database_url
 
 SUBSCRIPTIONS = 50
@@ -37,46 +32,31 @@ class Seen:
     count: Counter[str] = Counter()
 
 
-def _listener(name: str) -> Callable[[Any, Envelope], Awaitable[None]]:
+def _counts(name: str) -> Listener:
     async def on_event(self: Any, event: Envelope) -> None:
         Seen.count[name] += 1
 
-    on_event.__annotations__ = {"event": Envelope, "return": None}
     return on_event
 
 
 def many_module() -> Module:
-    methods = {f"on_{i}": _listener(f"many.Many.on_{i}") for i in range(SUBSCRIPTIONS)}
-    m = Module("many")
-    m.event("Many:Happened")
-    m.controller(type("Many", (), methods))
-    for i in range(SUBSCRIPTIONS):
-        m.listen("Many:Happened", f"Many.on_{i}")
-    return m
+    return listeners_module("many", "Many:Happened", "Many", SUBSCRIPTIONS, _counts)
 
 
 async def _fill(url: str) -> None:
-    await reset_database(url)
-    db = Database(url)
-    try:
-        await create_schema(db)
-        rows = [
-            envelope_to_row(
-                Envelope.new(
-                    "Many:Happened",
-                    "{}",
-                    aggregate_type="Thing",
-                    aggregate_id=f"a{i % 20}",
-                    aggregate_version=i // 20 + 1,
-                )
+    await fill_outbox(
+        url,
+        (
+            Envelope.new(
+                "Many:Happened",
+                "{}",
+                aggregate_type="Thing",
+                aggregate_id=f"a{i % 20}",
+                aggregate_version=i // 20 + 1,
             )
             for i in range(EVENTS)
-        ]
-        async with db.connect() as conn:
-            await conn.execute(insert(outbox_table), rows)
-            await conn.commit()
-    finally:
-        await db.dispose()
+        ),
+    )
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -108,7 +88,7 @@ async def test_fifty_subscriptions_drain_a_backlog_without_exhausting_the_pool(
             assert isinstance(pool, QueuePool)
             capacity = pool.size() + max(pool._max_overflow, 0)
             async with asyncio.timeout(120):
-                while not await _drained(app):
+                while not await all_at(app, SUBSCRIPTIONS, EVENTS):
                     await asyncio.sleep(0.05)
     finally:
         event.remove(Pool, "checkout", checkout)
@@ -119,9 +99,3 @@ async def test_fifty_subscriptions_drain_a_backlog_without_exhausting_the_pool(
     # The bus never took the whole pool: a connection was always free (for the application's
     # own work too), so no checkout waited for one.
     assert out[1] < capacity, (out[1], capacity)
-
-
-async def _drained(app: Application) -> bool:
-    async with app.database.connect() as conn:
-        rows = (await conn.execute(select(positions_table.c.position))).scalars().all()
-    return len(rows) == SUBSCRIPTIONS and all(int(p) >= EVENTS for p in rows)
