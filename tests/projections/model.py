@@ -3,6 +3,10 @@ total) and a one-row grand total, built from direct messages keyed by order."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
@@ -138,3 +142,34 @@ async def outbox_envelopes(app: Application) -> list[Envelope]:
             )
         ).mappings()
         return [row_to_envelope(r) for r in rows]
+
+
+@dataclass
+class Flowing:
+    """How many orders a :func:`keep_placing` block placed."""
+
+    placed: int = 0
+
+
+@asynccontextmanager
+async def keep_placing(
+    place_one: Callable[[int], Awaitable[None]], *, pause: float = 0.0
+) -> AsyncIterator[Flowing]:
+    """Orders keep being placed (``place_one(0)``, ``place_one(1)``, ...) while the block runs,
+    as writes continuing during a rebuild; at its end the writer stops and is waited for."""
+    flowing = Flowing()
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        while not stop.is_set():
+            await place_one(flowing.placed)
+            flowing.placed += 1
+            if pause:
+                await asyncio.sleep(pause)
+
+    writer = asyncio.create_task(write())
+    try:
+        yield flowing
+    finally:
+        stop.set()
+        await writer

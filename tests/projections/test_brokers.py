@@ -4,7 +4,6 @@ nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from dddframe import Application
@@ -19,6 +18,7 @@ from tests.projections.model import (
     OrderTotals,
     ReferenceTotals,
     contents,
+    keep_placing,
     outbox_envelopes,
     place,
     projection_module,
@@ -70,23 +70,9 @@ async def test_kafka_delivers_projections_and_a_rebuild_while_delivering_matches
             await place(app, f"o{i}", [i, 10])
         await app.drain(timeout=60)
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
-        stop = asyncio.Event()
-
-        async def keep_ordering() -> int:
-            n = 0
-            while not stop.is_set():
-                await place(app, f"w{n:03}", [n])
-                n += 1
-                await asyncio.sleep(0.01)
-            return n
-
-        writer = asyncio.create_task(keep_ordering())
-        try:
+        async with keep_placing(lambda n: place(app, f"w{n:03}", [n]), pause=0.01) as written:
             result = await app.projections.rebuild(OrderTotals, batch_size=3)
-        finally:
-            stop.set()
-            written = await writer
-        assert result.generation == 2 and written > 0
+        assert result.generation == 2 and written.placed > 0
         sub = next(s for s in app.subscriptions if s.listener == "OrderTotals")
         line = next(e for e in await outbox_envelopes(app) if e.name == LINE)
         assert line.position is not None and line.position <= result.built_through

@@ -27,6 +27,7 @@ from tests.projections.model import (
     consistent_read,
     contents,
     grand,
+    keep_placing,
     orders,
     outbox_envelopes,
     place,
@@ -66,25 +67,14 @@ async def test_rebuild_while_orders_keep_coming_equals_a_live_build(
         async with app.database.engine.begin() as conn:  # a bug once lost a row of the live one
             await conn.execute(delete(orders).where(orders.c.order_id == "o000"))
         assert await contents(app, OrderTotals) != await contents(app, ReferenceTotals)
-        stop = asyncio.Event()
-
-        async def keep_ordering() -> int:
-            n = 0
-            while not stop.is_set():
-                await place(app, f"w{n:03}", [n])
-                n += 1
-            return n
-
-        writer = asyncio.create_task(keep_ordering())
         seen: list[RebuildProgress] = []
-        result = await app.projections.rebuild(OrderTotals, batch_size=8, progress=seen.append)
-        await _orders(app, 3, prefix="after")  # delivered live to the new generation
-        stop.set()
-        written = await writer
+        async with keep_placing(lambda n: place(app, f"w{n:03}", [n])) as written:
+            result = await app.projections.rebuild(OrderTotals, batch_size=8, progress=seen.append)
+            await _orders(app, 3, prefix="after")  # delivered live to the new generation
         await app.drain()
         assert (result.generation, result.previous) == (2, 1)
         assert len(seen) >= 3 and seen[-1].position == result.built_through
-        assert written > 0
+        assert written.placed > 0
         assert await contents(app, OrderTotals) == await contents(app, ReferenceTotals)
         # A late or repeated delivery of an event the new generation was built from (a lagging
         # consumer, a lost ack) changes nothing: it was replayed already.

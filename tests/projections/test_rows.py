@@ -5,7 +5,6 @@ outgrows its limit reads from the database again; misuse fails with a clear erro
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from dddframe.errors import UsageError
 from dddframe.projections import RebuildProgress
 from dddframe.projections.rows import RowCache
 from tests.projections.conftest import AppFactory
+from tests.projections.model import keep_placing
 
 metadata = MetaData()
 
@@ -167,19 +167,9 @@ async def test_rows_written_live_and_by_a_rebuild_equal_the_model(
         await _history(app, model, 12)
         await app.drain()
         assert await _contents(app, RowTotals) == model.expected()
-        stop = asyncio.Event()
-
-        async def keep_ordering() -> int:
-            n = 0
-            while not stop.is_set():
-                await model.place(app, f"w{n:03}", [n % 2 + 1])
-                n += 1
-            return n
-
-        writer = asyncio.create_task(keep_ordering())
-        result = await app.projections.rebuild(RowTotals, batch_size=7)
-        stop.set()
-        assert await writer > 0
+        async with keep_placing(lambda n: model.place(app, f"w{n:03}", [n % 2 + 1])) as written:
+            result = await app.projections.rebuild(RowTotals, batch_size=7)
+        assert written.placed > 0
         await _history(app, model, 3, prefix="after")
         await app.drain()
         assert result.generation == 2
