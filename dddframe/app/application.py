@@ -41,6 +41,7 @@ from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner, Schedu
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
 from dddframe.errors import (
     ConfigurationError,
+    NotFound,
     NotStarted,
     PoisonEvent,
     close_matches,
@@ -48,8 +49,9 @@ from dddframe.errors import (
 from dddframe.outbox.leases import process_owner
 from dddframe.outbox.schema import create_schema, drop_schema
 from dddframe.processes.binding import resolve_steps
-from dddframe.processes.steps import ProcessRuntime, timeout_handler
-from dddframe.processes.timers import ProcessTimeout
+from dddframe.processes.holds import HeldInstance
+from dddframe.processes.steps import ProcessRuntime, release_handler, timeout_handler
+from dddframe.processes.timers import ProcessRelease, ProcessTimeout
 from dddframe.projections import Projections
 
 __all__ = ["Application"]
@@ -235,6 +237,7 @@ class Application:
             # Fires process managers' timers: the runtimes are filled in once the engine is.
             self.processes = {}
             handlers[ProcessTimeout] = timeout_handler(self.processes)
+            handlers[ProcessRelease] = release_handler(self.processes)
         return handlers
 
     def _process_subscriptions(self, engine: Engine) -> list[Subscription]:
@@ -278,7 +281,9 @@ class Application:
                         event_names=frozenset(steps),
                         deliver=runtime.deliver,
                         retry=b.policy.retry or self.bus.default_retry,
-                        dead_letter=b.policy.dead_letter or "block_aggregate",
+                        # A failed step holds its instance (dddframe.processes.holds), so
+                        # its dead letter need not block the aggregate's other instances.
+                        dead_letter=b.policy.dead_letter or "continue",
                         timeout=b.policy.timeout,
                         start=b.policy.start,
                     )
@@ -286,11 +291,13 @@ class Application:
         policies = {s.listener: s.retry for s in subs}
 
         def timer_backoff(command: Command, attempts: int) -> float | None:
-            # A timer's step retries like the process's event steps: its subscription's policy.
+            # A timer's step (or a held instance's release) retries like the process's event
+            # steps: its subscription's policy.
             policy = policies.get(getattr(command, "process", ""))
             return policy.next_delay(attempts) if policy is not None else None
 
         self._schedule_runner.set_backoff(ProcessTimeout, timer_backoff)
+        self._schedule_runner.set_backoff(ProcessRelease, timer_backoff)
         return subs
 
     def _wake_dispatcher(self) -> None:
@@ -491,6 +498,32 @@ class Application:
         if retried and self._dispatcher is not None:
             self._dispatcher.wake.set()
         return retried
+
+    async def held_processes(
+        self, process: str | None = None, *, limit: int = 100
+    ) -> list[HeldInstance]:
+        """The process-manager instances a failed step holds (of ``process``, or of every
+        process), with what holds each and how many events and timers wait behind it."""
+        found: list[HeldInstance] = []
+        for runtime in [self._process(process)] if process else self.processes.values():
+            found.extend(await runtime.releases.held(limit=limit))
+        return found[:limit]
+
+    async def release_process(self, process: str, key: str) -> str | None:
+        """Give up on what holds the instance ``key`` of ``process`` (an event whose dead
+        letter was purged, or a waiting entry that cannot run) and release what waits behind
+        it, in order. Returns what was skipped; None when the instance is not held."""
+        return await self._process(process).releases.skip_head(key)
+
+    def _process(self, name: str) -> ProcessRuntime:
+        self._require_started()
+        runtime = self.processes.get(name)
+        if runtime is None:
+            raise NotFound(
+                f"No process manager is named {name[:80]!r} in this application."
+                + close_matches(name, list(self.processes))
+            )
+        return runtime
 
     async def publish(
         self,

@@ -8,6 +8,7 @@ import typer
 from dddframe.cli import (
     dead_letters,
     events,
+    processes,
     projections,
     relay,
     schedules,
@@ -19,8 +20,8 @@ from dddframe.cli.exits import exit_codes_help, guarded, set_debug
 
 app = typer.Typer(
     name="dddframe",
-    help="Operate dddframe applications: workers, relays, dead letters, schedules, projections, "
-    "schema.",
+    help="Operate dddframe applications: workers, relays, dead letters, schedules, processes, "
+    "projections, schema.",
     epilog="Exit codes: " + exit_codes_help(),
     no_args_is_help=True,
     add_completion=False,
@@ -45,7 +46,9 @@ app.command("status", epilog="Exit codes: " + exit_codes_help())(guarded(status.
 app.add_typer(events.app, name="events")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(projections.app, name="projections")
-for _group in (schema.app, dead_letters.app, events.app, schedules.app, projections.app):
+app.add_typer(processes.app, name="processes")
+_GROUPS = (schema.app, dead_letters.app, events.app, schedules.app, projections.app, processes.app)
+for _group in _GROUPS:
     _group.pretty_exceptions_enable = False
     for _info in _group.registered_commands:
         if _info.callback is not None:

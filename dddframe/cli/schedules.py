@@ -31,7 +31,9 @@ APP_OPTION = typer.Option(..., "--app", help="package.module:app or a factory")
 JSON = typer.Option(False, "--json", help="Machine-readable output")
 
 
-def _run(app_spec: str, action: Callable[[Application], Awaitable[T]]) -> T:
+def run_on_app(app_spec: str, action: Callable[[Application], Awaitable[T]]) -> T:
+    """Load the application (not consuming), check its schema, run ``action`` on it."""
+
     async def main() -> T:
         application = load_app(app_spec, consume=False)
         await prepare_schema(application, create=False)
@@ -73,7 +75,7 @@ def list_(
             states=states, limit=limit
         ), await a.schedules.oldest_overdue()
 
-    found, overdue = _run(app_spec, read)
+    found, overdue = run_on_app(app_spec, read)
     if as_json:
         typer.echo(
             json.dumps(
@@ -153,7 +155,7 @@ def _act(
     5 when there was nothing to do (an unknown id too); with ``--json`` ``{answer: ..., "found":
     ...}`` and exit 0."""
     try:
-        changed = _run(app_spec, action)
+        changed = run_on_app(app_spec, action)
     except ScheduleNotFound as exc:
         if as_json:
             typer.echo(json.dumps({answer: False, "found": False}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -22,6 +23,8 @@ from dddframe.outbox.tables import inbox_table, outbox_table
 __all__ = ["Claim", "UnitOfWork"]
 
 A = TypeVar("A", bound=Aggregate)
+
+log = logging.getLogger("dddframe.engine")
 
 
 def _children(obj: Any) -> Iterator[Entity]:
@@ -91,6 +94,7 @@ class UnitOfWork:
         self._inbox: list[tuple[str, str]] = []
         self._repositories: dict[type[Any], Repository[Any]] = {}
         self._before_commit: list[Callable[[AsyncSession], Awaitable[None]]] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     def repository(self, aggregate: type[A]) -> Repository[A]:
         repo = self._repositories.get(aggregate)
@@ -111,6 +115,11 @@ class UnitOfWork:
         flushed (for writes decided in synchronous domain code, such as a process manager's
         timers)."""
         self._before_commit.append(write)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once this unit of work has committed (not when it rolls back or
+        is run again after a conflict); an error it raises is logged, not raised."""
+        self._after_commit.append(callback)
 
     def record_inbox(self, consumer: str, message_id: str) -> None:
         """Record that ``consumer`` applied ``message_id``; a second commit of it fails."""
@@ -210,4 +219,9 @@ class UnitOfWork:
         await self.session.run_sync(_write, outbox_rows, inbox_rows)
         for rec in recorders:
             rec._dddframe_clear_events()
+        for callback in self._after_commit:
+            try:
+                callback()
+            except Exception:
+                log.exception("an after-commit callback failed (the commit stands)")
         return envelopes

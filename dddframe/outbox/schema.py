@@ -7,7 +7,7 @@ part after the tables (what a migration tool does not generate from the metadata
 :func:`check_schema` tells a process whether the database is ready for this dddframe.
 
 >>> print(server_ddl("sqlite")[-1])
-INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 3);
+INSERT INTO dddframe_schema (name, version) VALUES ('dddframe', 4);
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ __all__ = [
     "server_ddl",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the framework's schema this dddframe needs (raised whenever it changes):
 2 added ``dddframe_schedules``, 3 ``dddframe_projections`` and
-``dddframe_projection_checkpoints``."""
+``dddframe_projection_checkpoints``, 4 ``dddframe_process_waiting`` (and the ``held_by``
+column of process-manager tables)."""
 SCHEMA_NAME = "dddframe"
 """The ``dddframe_schema`` row that holds it."""
 

@@ -14,6 +14,9 @@
     Event ids a consumer has applied, for idempotent listeners; expired by retention.
 ``dddframe_leases``
     Named leases (sequencer election, worker lanes, relays) with an owner and an expiry.
+``dddframe_process_waiting``
+    The events and fired timers of held process-manager instances, in arrival order, waiting
+    for the failed step that holds their instance (:mod:`dddframe.processes.holds`).
 ``dddframe_projections`` and ``dddframe_projection_checkpoints``
     Each projection's active generation and rebuild, and how far each generation has applied
     the outbox (:mod:`dddframe.projections`).
@@ -63,6 +66,7 @@ __all__ = [
     "outbox_table",
     "parked_table",
     "positions_table",
+    "process_waiting_table",
     "projection_checkpoints_table",
     "projections_table",
     "schedules_table",
@@ -230,6 +234,23 @@ schedules_table = Table(
 )
 """Scheduled commands (:mod:`dddframe.engine.schedules`): ``pending`` until dispatched
 (``done``), ``cancelled`` or ``failed``."""
+
+process_waiting_table = Table(
+    "dddframe_process_waiting",
+    framework_metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("process", String(NAME_MAX), nullable=False),
+    Column("instance", String(255), nullable=False),
+    # An event (its id and the encoded envelope) or a fired timer (its name and token).
+    Column("event_id", String(EVENT_ID_MAX), nullable=True),
+    Column("envelope", _LongText, nullable=True),
+    Column("timer", String(NAME_MAX), nullable=True),
+    Column("token", String(36), nullable=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Index("ix_dddframe_process_waiting_instance", "process", "instance", "id"),
+)
+"""What waits behind a held process-manager instance's failed step
+(:mod:`dddframe.processes.holds`): released in ``id`` order."""
 
 inbox_table = Table(
     "dddframe_inbox",

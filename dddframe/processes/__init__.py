@@ -2,7 +2,7 @@
 commands and sets durable timers. See :class:`ProcessManager` and ``module.process()``."""
 
 from dddframe.processes.binding import ProcessBinding
+from dddframe.processes.context import ProcessContext
 from dddframe.processes.manager import ProcessManager
-from dddframe.processes.steps import ProcessContext
 
 __all__ = ["ProcessBinding", "ProcessContext", "ProcessManager"]

@@ -15,8 +15,8 @@ from dddframe.domain.envelope import Envelope
 from dddframe.domain.events import DomainEvent, EventRegistry
 from dddframe.domain.limits import check_name
 from dddframe.errors import ConfigurationError, close_matches
+from dddframe.processes.context import ProcessContext
 from dddframe.processes.manager import ProcessManager
-from dddframe.processes.steps import ProcessContext
 
 __all__ = ["Correlate", "ProcessBinding", "StepMethod", "process_binding", "resolve_steps"]
 

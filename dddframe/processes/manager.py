@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe.domain.model import Aggregate
 from dddframe.errors import UsageError
-from dddframe.processes.steps import active_step
+from dddframe.processes.context import active_step
 
 __all__ = ["ProcessManager"]
 
@@ -35,7 +35,9 @@ class ProcessManager(Aggregate):
     """Base class of process managers (sagas). Declare ``__tablename__`` and the state columns.
 
     ``id`` is the correlation key (a str of up to 255 characters); ``completed`` is set by
-    :meth:`complete`; ``timers`` maps each pending timer's name to its schedule id.
+    :meth:`complete`; ``timers`` maps each pending timer's name to its schedule id;
+    ``held_by`` is set while a failed step holds the instance (the id of its event, or
+    ``waiting:N`` for an entry waiting behind it; see :mod:`dddframe.processes.holds`).
     """
 
     __abstract__ = True
@@ -43,6 +45,7 @@ class ProcessManager(Aggregate):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # type: ignore[assignment]
     completed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     timers: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    held_by: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         # The framework creates instances (``cls(id=key)``) and the first step reads them at
@@ -58,6 +61,11 @@ class ProcessManager(Aggregate):
     @property
     def is_completed(self) -> bool:
         return bool(self.completed)
+
+    @property
+    def is_held(self) -> bool:
+        """Whether a failed step holds this instance (its later events and timers wait)."""
+        return self.held_by is not None
 
     @property
     def pending_timers(self) -> dict[str, str]:

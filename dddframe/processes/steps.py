@@ -16,171 +16,41 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import injector as _injector
-from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from dddframe.bus.listener import decode_event
 from dddframe.bus.subscription import Subscription
 from dddframe.domain.envelope import CAUSATION_ID, CORRELATION_ID, Envelope
 from dddframe.domain.events import DomainEvent, EventRegistry
-from dddframe.engine.command import Command
 from dddframe.engine.handlers import CommandHandler
-from dddframe.engine.schedules import (
-    CANCELLED,
-    PENDING,
-    Schedule,
-    ScheduleRunner,
-    Schedules,
-    due_time,
-)
+from dddframe.engine.schedules import PENDING, Schedule, ScheduleRunner, Schedules
 from dddframe.engine.unit_of_work import UnitOfWork
-from dddframe.errors import PoisonEvent, UsageError, close_matches
-from dddframe.ids import uuid7
+from dddframe.errors import ConcurrencyConflict, PoisonEvent, UsageError, close_matches
 from dddframe.observability.delivery import observe_delivery
-from dddframe.outbox.records import utcnow
-from dddframe.outbox.tables import schedules_table
-from dddframe.processes.timers import ProcessTimeout
+from dddframe.processes.context import ProcessContext, StepScope, current_step
+from dddframe.processes.holds import (
+    hand_on,
+    park_event,
+    park_timer,
+)
+from dddframe.processes.release import Releases
+from dddframe.processes.timers import ProcessRelease, ProcessTimeout
 
 if TYPE_CHECKING:
     from dddframe.engine.engine import Engine
     from dddframe.processes.binding import ProcessBinding, StepMethod
     from dddframe.processes.manager import ProcessManager
 
-__all__ = ["ProcessContext", "ProcessRuntime", "active_step", "timeout_handler"]
+__all__ = ["ProcessRuntime", "release_handler", "timeout_handler"]
 
 log = logging.getLogger("dddframe.processes")
 
 _KEY_MAX = 255
 _START_RACES = 3  # two starting events for one new instance: the loser runs again
-
-
-@dataclass(slots=True)
-class ProcessContext:
-    """What a step gets besides the event: ``send`` commands, the ids it carries on.
-
-    ``envelope`` is None in a timer's step.
-    """
-
-    process: str
-    key: str
-    envelope: Envelope | None
-    attempt: int
-    headers: dict[str, str]
-    _step: _Step = field(repr=False)
-
-    @property
-    def event_id(self) -> str | None:
-        return None if self.envelope is None else str(self.envelope.event_id)
-
-    def send(
-        self, command: Command, *, at: datetime | None = None, after: timedelta | None = None
-    ) -> uuid.UUID:
-        """Send ``command`` when this step commits (or at ``at`` / ``after`` that): it is
-        stored with the step's state in one transaction and run after the commit, at least
-        once and in effect once, with this event's correlation id. Returns its schedule id
-        (``app.schedules.get(id)``)."""
-        return self._step.send(command, at=at, after=after)
-
-
-_current: ContextVar[_Step | None] = ContextVar("dddframe_process_step", default=None)
-
-
-class _Step:
-    """One step's writes besides the instance: sent commands and timers."""
-
-    def __init__(
-        self,
-        runtime: ProcessRuntime,
-        uow: UnitOfWork,
-        instance: ProcessManager,
-        headers: dict[str, str],
-    ) -> None:
-        self.runtime = runtime
-        self.uow = uow
-        self.instance = instance
-        self.headers = headers
-        self.due_now: list[dict[str, Any]] = []
-
-    def send(self, command: Command, *, at: datetime | None, after: timedelta | None) -> uuid.UUID:
-        now = utcnow()
-        due = now if at is None and after is None else due_time(at, after)
-        row = self.runtime.schedules.row(command, due=due, headers=self.headers)
-        self.uow.before_commit(_inserting(row))
-        if due <= now:
-            self.due_now.append(row)
-        return uuid.UUID(row["id"])
-
-    def set_timer(
-        self,
-        instance: ProcessManager,
-        name: str,
-        *,
-        at: datetime | None,
-        after: timedelta | None,
-    ) -> None:
-        runtime = self.runtime
-        if name not in runtime.timer_steps:
-            raise UsageError(
-                f"{runtime.name} has no timer named {name!r}: declare it with "
-                f"module.process(..., timeouts=[{name!r}]) and a method on_{name}_timeout."
-                + close_matches(name, list(runtime.timer_steps))
-            )
-        due = due_time(at, after)
-        token = uuid7()
-        timers = dict(instance.timers or {})
-        previous = timers.get(name)
-        fire = ProcessTimeout(process=runtime.name, key=instance.id, timer=name, token=str(token))
-        row = runtime.schedules.row(fire, due=due, headers=self.headers, schedule_id=token)
-        timers[name] = str(token)
-        instance.timers = timers
-        if previous is not None:
-            self.uow.before_commit(_cancelling(previous))
-        self.uow.before_commit(_inserting(row))
-
-    def cancel_timer(self, instance: ProcessManager, name: str) -> None:
-        timers = dict(instance.timers or {})
-        previous = timers.pop(name, None)
-        if previous is None:
-            return
-        instance.timers = timers
-        self.uow.before_commit(_cancelling(previous))
-
-
-def _inserting(row: dict[str, Any]) -> Callable[[AsyncSession], Any]:
-    async def write(session: AsyncSession) -> None:
-        await session.execute(insert(schedules_table).values(**row))
-
-    return write
-
-
-def _cancelling(schedule_id: str) -> Callable[[AsyncSession], Any]:
-    async def write(session: AsyncSession) -> None:
-        await session.execute(
-            update(schedules_table)
-            .where(schedules_table.c.id == schedule_id, schedules_table.c.state == PENDING)
-            .values(state=CANCELLED, updated_at=utcnow())
-        )
-
-    return write
-
-
-def active_step(instance: ProcessManager, what: str) -> _Step:
-    """The step running on ``instance`` now, for its timers; UsageError outside one."""
-    step = _current.get()
-    if step is None or step.instance is not instance:
-        raise UsageError(
-            f"{type(instance).__name__}.{what}() works inside a step of that instance (a "
-            "method bound in module.process(...) or a timer's on_<name>_timeout)."
-        )
-    return step
 
 
 class ProcessRuntime:
@@ -211,39 +81,69 @@ class ProcessRuntime:
         self.schedules = schedules
         self.runner = runner
         self.wake = wake
+        self.releases = Releases(self)
 
     # -- events --------------------------------------------------------------------------
 
     async def deliver(self, envelope: Envelope, attempt: int, subscription: Subscription) -> None:
         with observe_delivery(envelope, subscription.name, attempt):
-            if subscription.timeout is not None:
-                async with asyncio.timeout(subscription.timeout):
-                    await self._deliver(envelope, attempt, subscription)
-            else:
-                await self._deliver(envelope, attempt, subscription)
+            step = self.steps.get(envelope.name)
+            if step is None or not self.registry.is_known(envelope.name):
+                raise PoisonEvent(
+                    f"{self.name} has no step for {envelope.name[:200]!r}; nothing here can "
+                    "decode it." + close_matches(envelope.name, list(self.steps))
+                )
+            event = decode_event(envelope, step.event_type, self.registry)
+            key = self.correlation_key(envelope, event)
+            try:
+                if subscription.timeout is not None:
+                    async with asyncio.timeout(subscription.timeout):
+                        await self._deliver(envelope, step, event, key, attempt, subscription)
+                else:
+                    await self._deliver(envelope, step, event, key, attempt, subscription)
+            except (ConcurrencyConflict, PoisonEvent):
+                raise  # lost races are re-run; poison holds nothing
+            except Exception as exc:
+                await self._hold(key, envelope, exc)
+                raise
 
-    async def _deliver(self, envelope: Envelope, attempt: int, subscription: Subscription) -> None:
-        step = self.steps.get(envelope.name)
-        if step is None or not self.registry.is_known(envelope.name):
-            raise PoisonEvent(
-                f"{self.name} has no step for {envelope.name[:200]!r}; nothing here can "
-                "decode it." + close_matches(envelope.name, list(self.steps))
-            )
-        event = decode_event(envelope, step.event_type, self.registry)
-        key = self.correlation_key(envelope, event)
+    async def _deliver(
+        self,
+        envelope: Envelope,
+        step: StepMethod,
+        event: Any,
+        key: str,
+        attempt: int,
+        subscription: Subscription,
+    ) -> None:
         event_id = str(envelope.event_id)
         headers = {CORRELATION_ID: envelope.correlation_id or event_id, CAUSATION_ID: event_id}
         starts = envelope.name in self.binding.starts_with
-        scopes: list[_Step] = []
+        scopes: list[StepScope] = []
 
         async def work(uow: UnitOfWork) -> bool:
             instance = await self._open(uow, key, envelope.name, starts=starts)
             if instance is None:
                 return True
-            scope = _Step(self, uow, instance, headers)
+            if instance.held_by is not None and instance.held_by != event_id:
+                log.info(
+                    "%s %r is held by %s; %s %s waits behind it",
+                    self.name,
+                    key,
+                    instance.held_by,
+                    envelope.name,
+                    event_id,
+                )
+                park_event(uow, self.name, key, envelope)
+                return True
+            scope = StepScope(self, uow, instance, headers)
             scopes.append(scope)
             ctx = ProcessContext(self.name, key, envelope, attempt, headers, scope)
-            await self._call(step, instance, event, ctx, scope)
+            await self.call_step(step, instance, event, ctx, scope)
+            if instance.held_by == event_id:  # the event that held it took effect at last
+                await hand_on(
+                    uow, self.name, instance, release=lambda: self.schedule_release(scope)
+                )
             return True
 
         for race in range(1, _START_RACES + 1):
@@ -262,6 +162,54 @@ class ProcessRuntime:
                 log.debug("%s %r: created by a concurrent step; running again", self.name, key)
         if applied and scopes:
             await self.run_now(scopes[-1].due_now)
+
+    def schedule_release(self, scope: StepScope) -> None:
+        scope.send(
+            ProcessRelease(process=self.name, key=str(scope.instance.id)), at=None, after=None
+        )
+
+    async def _hold(self, key: str, envelope: Envelope, error: BaseException) -> None:
+        """Hold the instance ``key`` by ``envelope``'s event, whose step failed (written on
+        its own: the step's transaction was rolled back). A starting event's instance is
+        created held, so what follows it waits too."""
+        event_id = str(envelope.event_id)
+        starts = envelope.name in self.binding.starts_with
+
+        async def work(uow: UnitOfWork) -> None:
+            instance = await uow.session.get(self.cls, key)
+            if instance is None:
+                if not starts:
+                    return
+                instance = self.cls(id=key)
+                uow.session.add(instance)
+            elif instance.held_by is not None or instance.completed:
+                return  # held already (by this event: a retry; or by an earlier one)
+            instance.held_by = event_id
+            uow.track(instance)
+            flag_modified(instance, "completed")
+
+        try:
+            await self.engine.transact(work, name=f"{self.name}.hold")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "%s %r: could not hold the instance after %s failed (%s); its later events "
+                "are not held back",
+                self.name,
+                key,
+                event_id,
+                exc,
+            )
+        else:
+            log.info(
+                "%s %r is held by %s (%s: %s); its later events and timers wait",
+                self.name,
+                key,
+                event_id,
+                type(error).__name__,
+                str(error)[:200],
+            )
 
     def correlation_key(self, envelope: Envelope, event: Any) -> str:
         """The instance an event belongs to, from ``correlate_by``; PoisonEvent when the
@@ -312,13 +260,13 @@ class ProcessRuntime:
         flag_modified(instance, "completed")
         return instance
 
-    async def _call(
+    async def call_step(
         self,
         step: StepMethod,
         instance: ProcessManager,
         event: Any,
         ctx: ProcessContext,
-        scope: _Step,
+        scope: StepScope,
     ) -> None:
         kwargs: dict[str, Any] = {}
         if step.event_param:
@@ -329,13 +277,13 @@ class ProcessRuntime:
             if self.container is None:
                 raise UsageError(f"{self.name}.{step.method} needs services: run it in an app")
             kwargs[name] = self.container.get(service)
-        token = _current.set(scope)
+        token = current_step.set(scope)
         try:
             result = getattr(instance, step.method)(**kwargs)
             if inspect.isawaitable(result):
                 await result
         finally:
-            _current.reset(token)
+            current_step.reset(token)
 
     async def run_now(self, rows: list[dict[str, Any]]) -> None:
         """Run the commands a committed step sent for now; a failure is left to the schedule
@@ -364,45 +312,64 @@ class ProcessRuntime:
     # -- timers --------------------------------------------------------------------------
 
     async def fire(self, command: ProcessTimeout, uow: UnitOfWork) -> None:
-        """Run a due timer's step (inside the timer's own claimed unit of work)."""
+        """Run a due timer's step (inside the timer's own claimed unit of work); a held
+        instance's timer waits behind what holds it."""
         instance = await uow.session.get(self.cls, command.key)
-        if instance is None or instance.completed:
+        if not self.timer_stands(instance, command.key, command.timer, command.token):
+            return
+        assert instance is not None
+        uow.track(instance)
+        flag_modified(instance, "completed")
+        if instance.held_by is not None:
             log.info(
-                "%s %r: timer %r ignored (no such instance, or completed)",
+                "%s %r is held by %s; its timer %r waits behind it",
                 self.name,
                 command.key,
+                instance.held_by,
                 command.timer,
             )
+            park_timer(uow, self.name, command.key, command.timer, command.token)
             return
-        timers = dict(instance.timers or {})
-        if timers.get(command.timer) != command.token:
+        scope = await self.fire_step(instance, command.timer, command.token, uow)
+        if scope.due_now:
+            uow.after_commit(self.wake)  # the dispatcher runs them on its next look
+
+    def timer_stands(
+        self, instance: ProcessManager | None, key: str, timer: str, token: str
+    ) -> bool:
+        if instance is None or instance.completed:
+            log.info(
+                "%s %r: timer %r ignored (no such instance, or completed)", self.name, key, timer
+            )
+            return False
+        if (instance.timers or {}).get(timer) != token:
             log.info(
                 "%s %r: timer %r was cancelled or set again; this one is ignored",
                 self.name,
-                command.key,
-                command.timer,
+                key,
+                timer,
             )
-            return
-        step = self.timer_steps.get(command.timer)
+            return False
+        return True
+
+    async def fire_step(
+        self, instance: ProcessManager, timer: str, token: str, uow: UnitOfWork
+    ) -> StepScope:
+        step = self.timer_steps.get(timer)
         if step is None:
             raise UsageError(
-                f"{self.name} no longer declares the timer {command.timer[:80]!r} (timeouts= "
-                "in module.process); the stored timer cannot fire."
+                f"{self.name} no longer declares the timer {timer[:80]!r} (timeouts= in "
+                "module.process); the stored timer cannot fire."
             )
-        del timers[command.timer]
+        timers = dict(instance.timers or {})
+        del timers[timer]
         instance.timers = timers
-        uow.track(instance)
-        flag_modified(instance, "completed")
         outer = uow.headers
-        headers = {
-            CORRELATION_ID: outer.get(CORRELATION_ID) or command.token,
-            CAUSATION_ID: command.token,
-        }
-        scope = _Step(self, uow, instance, headers)
-        ctx = ProcessContext(self.name, command.key, None, 1, headers, scope)
-        await self._call(step, instance, None, ctx, scope)
-        if scope.due_now:
-            self.wake()  # the dispatcher runs them on its next look
+        headers = {CORRELATION_ID: outer.get(CORRELATION_ID) or token, CAUSATION_ID: token}
+        scope = StepScope(self, uow, instance, headers)
+        ctx = ProcessContext(self.name, str(instance.id), None, 1, headers, scope)
+        await self.call_step(step, instance, None, ctx, scope)
+        return scope
 
 
 def _field(envelope: Envelope, event: Any, name: str) -> Any:
@@ -414,16 +381,30 @@ def _field(envelope: Envelope, event: Any, name: str) -> Any:
     return payload.get(name) if isinstance(payload, dict) else None
 
 
+def _runtime(runtimes: Mapping[str, ProcessRuntime], process: str, what: str) -> ProcessRuntime:
+    runtime = runtimes.get(process)
+    if runtime is None:
+        raise UsageError(
+            f"No process manager is named {process[:80]!r} in this application (renamed or "
+            f"removed?); {what}."
+        )
+    return runtime
+
+
 def timeout_handler(runtimes: Mapping[str, ProcessRuntime]) -> CommandHandler:
     """The handler of :class:`ProcessTimeout`: fires the timer on its process's runtime."""
 
     async def fire_timeout(command: ProcessTimeout, uow: UnitOfWork) -> None:
-        runtime = runtimes.get(command.process)
-        if runtime is None:
-            raise UsageError(
-                f"No process manager is named {command.process[:80]!r} in this application "
-                "(renamed or removed?); its stored timer cannot fire."
-            )
-        await runtime.fire(command, uow)
+        await _runtime(runtimes, command.process, "its stored timer cannot fire").fire(command, uow)
 
     return CommandHandler.create(ProcessTimeout, fire_timeout, "dddframe")
+
+
+def release_handler(runtimes: Mapping[str, ProcessRuntime]) -> CommandHandler:
+    """The handler of :class:`ProcessRelease`: runs what waits behind a held instance."""
+
+    async def release_waiting(command: ProcessRelease, uow: UnitOfWork) -> None:
+        runtime = _runtime(runtimes, command.process, "what waits behind its instance cannot run")
+        await runtime.releases.release(command, uow)
+
+    return CommandHandler.create(ProcessRelease, release_waiting, "dddframe")

@@ -3,6 +3,7 @@ reserved, payment is awaited under a timer, then the order ships or is cancelled
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import timedelta
 
@@ -11,9 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import (
     Aggregate,
+    Application,
     Command,
     DomainEvent,
     Module,
+    NoRetry,
     ProcessContext,
     ProcessManager,
     Repository,
@@ -51,6 +54,16 @@ class PmOrder(Aggregate):
         self.domain_event(PmTicked(order_id=self.order_id, n=n))
 
 
+class PmLedger(Aggregate):
+    """One aggregate whose events feed many process instances (ticks for several orders)."""
+
+    __tablename__ = "pm_ledgers"
+
+    def note(self, ticks: list[tuple[str, int]]) -> None:
+        for order_id, n in ticks:
+            self.domain_event(PmTicked(order_id=order_id, n=n))
+
+
 class Effect(Aggregate):
     """One row per command that took effect: (what, order_id)."""
 
@@ -73,6 +86,12 @@ class Tick(Command):
     n: int
 
 
+class Note(Command):
+    """Ticks for several orders from one new ledger aggregate, in this order."""
+
+    ticks: list[tuple[str, int]]
+
+
 class Record(Command):
     what: str
     order_id: str
@@ -85,12 +104,14 @@ class Deadlines:
 
 
 FAILING_TIMEOUTS: set[str] = set()  # instances whose payment timeout step raises
+FAILING_TICKS: set[int] = {666}  # tick numbers whose step raises
 
 
 class Fulfilment(ProcessManager):
     __tablename__ = "pm_fulfilments"
     state: Mapped[str] = mapped_column(String(32), default="new")
     ticks: Mapped[int] = mapped_column(default=0)
+    trail: Mapped[str] = mapped_column(String(400), default="")  # what ran, in order
 
     def on_placed(self, event: PmPlaced, ctx: ProcessContext, deadlines: Deadlines) -> None:
         self.state = "awaiting_payment"
@@ -105,8 +126,9 @@ class Fulfilment(ProcessManager):
 
     def on_ticked(self, event: PmTicked, ctx: ProcessContext) -> None:
         self.ticks += 1
-        if event.n == 666:
-            raise RuntimeError("this step always fails")
+        self.trail += f"{event.n},"
+        if event.n in FAILING_TICKS:
+            raise RuntimeError(f"this step fails (tick {event.n})")
         if event.n < 0:  # a negative tick means "stop waiting for the payment"
             self.cancel_timeout("payment")
         ctx.send(Record(what=f"tick-{event.n}", order_id=event.order_id))
@@ -115,6 +137,7 @@ class Fulfilment(ProcessManager):
         if self.id in FAILING_TIMEOUTS:
             raise RuntimeError(f"the payment timeout of {self.id} fails")
         self.state = "cancelled"
+        self.trail += "timeout,"
         ctx.send(Record(what="cancel", order_id=self.id))
         self.complete()
 
@@ -137,6 +160,13 @@ def fulfilment_module(**process_options: object) -> Module:
     async def tick(cmd: Tick, orders: Repository[PmOrder]) -> None:
         (await orders.get(cmd.aggregate_id)).tick(cmd.n)
 
+    @m.handles(Note)
+    async def note(cmd: Note, ledgers: Repository[PmLedger]) -> uuid.UUID:
+        ledger = PmLedger()
+        ledger.note(cmd.ticks)
+        ledgers.add(ledger)
+        return ledger.id
+
     @m.handles(Record)
     async def record(cmd: Record, effects: Repository[Effect]) -> None:
         effects.add(Effect(what=cmd.what, order_id=cmd.order_id))
@@ -150,3 +180,12 @@ def fulfilment_module(**process_options: object) -> Module:
         **process_options,  # type: ignore[arg-type]
     )
     return m
+
+
+URL_ENV = "DDDFRAME_PM_TEST_URL"
+
+
+def make_app(consume: bool = True) -> Application:
+    """The fulfilment process for CLI tests (``--app tests.processes.model:make_app``): no
+    retries, the database from ``DDDFRAME_PM_TEST_URL``."""
+    return Application([fulfilment_module(retry=NoRetry())], os.environ[URL_ENV], consume=consume)

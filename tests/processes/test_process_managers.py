@@ -254,7 +254,7 @@ async def test_a_replaced_timer_whose_old_row_still_fires_does_nothing(
 
 async def test_a_failing_step_is_dead_lettered_and_other_instances_go_on(any_db: str) -> None:
     """The process's subscription has a listener's retry policy and dead letters: a step that
-    keeps failing ends as a dead letter (holding its aggregate), other instances go on."""
+    keeps failing ends as a dead letter (holding its instance), other instances go on."""
     from dddframe import NoRetry
 
     await reset_database(any_db)
@@ -270,7 +270,7 @@ async def test_a_failing_step_is_dead_lettered_and_other_instances_go_on(any_db:
         await app.drain()
         (letter,) = await app.dead_letters.list()
         assert letter.subscription == "fulfilment.Fulfilment"
-        assert "this step always fails" in (letter.error or "")
+        assert "this step fails (tick 666)" in (letter.error or "")
         assert (await read_instance(app, "good")).ticks == 1  # type: ignore[union-attr]
         assert (await read_instance(app, "bad")).ticks == 0  # type: ignore[union-attr]
         assert ("tick-1", "good") in await read_effects(app)
