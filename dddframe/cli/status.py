@@ -32,10 +32,12 @@ __all__ = ["application_status", "status"]
 async def application_status(app: Application) -> SystemStatus:
     """The :class:`~dddframe.outbox.status.SystemStatus` of a started application, as its
     transport reports it (``await app.bus.status()``), with the oldest overdue scheduled
-    command (from the database, whatever the transport)."""
+    command and the count of held process instances (from the database, whatever the
+    transport)."""
     found = await app.bus.status()
     overdue = await app.schedules.oldest_overdue()
-    return dataclasses.replace(found, oldest_overdue_schedule=overdue)
+    held = len(await app.held_processes(limit=1000))
+    return dataclasses.replace(found, oldest_overdue_schedule=overdue, held_instances=held)
 
 
 async def _read(app_spec: str) -> SystemStatus:
@@ -74,6 +76,11 @@ def _render(result: SystemStatus, console: Console) -> None:
         console.print(
             f"scheduled commands: the oldest pending one was due "
             f"{result.oldest_overdue_schedule:%Y-%m-%d %H:%M:%S} UTC ({max(late, 0):.0f} s ago)"
+        )
+    if result.held_instances:
+        console.print(
+            f"[red]{result.held_instances}[/red] process instance(s) held by a failed step "
+            "(`dddframe processes held`)"
         )
 
 

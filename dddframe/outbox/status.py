@@ -109,7 +109,9 @@ class SystemStatus:
     """The whole picture at ``at``: ``head`` is the highest sequenced position, ``unsequenced``
     counts committed rows not numbered yet (the sequencer runs after every commit).
     ``oldest_overdue_schedule`` is the due time of the oldest scheduled command still pending
-    (None when none is due; set by ``dddframe status`` from the schedules table)."""
+    (None when none is due; set by ``dddframe status`` from the schedules table);
+    ``held_instances`` counts process-manager instances a failed step holds (up to 1,000; set
+    by ``dddframe status`` from the process tables)."""
 
     at: datetime
     head: int
@@ -117,6 +119,7 @@ class SystemStatus:
     subscriptions: list[SubscriptionStatus] = field(default_factory=list)
     relays: list[RelayStatus] = field(default_factory=list)
     oldest_overdue_schedule: datetime | None = None
+    held_instances: int = 0
 
     @property
     def dead_letters(self) -> int:

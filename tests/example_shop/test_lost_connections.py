@@ -42,9 +42,17 @@ async def test_lost_connections_answer_503_then_requests_work_again(
             r = await c.post("/products", json={"sku": "MUG", "name": "Mug", "price": "8.50"})
             assert r.status_code == 201, r.text
             assert (await c.get("/products")).status_code == 200
-            assert await _close_every_other_connection(postgres_db) >= 1
-            r = await c.get("/products")  # a query on a connection the server closed
-            assert r.status_code == 503, r.text
+            # A query on a connection the server closed answers 503. The shop's own workers
+            # share the pool: when one of them meets a closed connection first, the pool is
+            # renewed and the query finds a fresh one (200), so close them again, up to 5 times.
+            answers = []
+            for _ in range(5):
+                assert await _close_every_other_connection(postgres_db) >= 1
+                r = await c.get("/products")
+                answers.append(r.status_code)
+                if r.status_code == 503:
+                    break
+            assert set(answers) <= {200, 503} and answers[-1] == 503, answers
             assert r.headers["retry-after"] == "1"
             assert r.json()["error"] == "DatabaseUnavailable"
             assert (await c.get("/products")).status_code == 200

@@ -205,6 +205,10 @@ async def test_the_cli_lists_and_releases_held_instances_showing_keys_as_data(
     code, out, _ = await asyncio.to_thread(_cli, "held", "--json")
     (held,) = json.loads(out)["held"]
     assert code == 0 and held["key"] == key and held["waiting"] == 1
+    status = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["status", "--app", "tests.processes.model:make_app"]
+    )
+    assert "1 process instance(s) held by a failed step" in status.stdout
     code, out, _ = await asyncio.to_thread(_cli, "release", PROCESS, key)
     assert code == 0 and f"skipped {letter.event_id}" in out and "\x1b" not in out
     code, _, err = await asyncio.to_thread(_cli, "release", PROCESS, key)
@@ -215,6 +219,10 @@ async def test_the_cli_lists_and_releases_held_instances_showing_keys_as_data(
     assert code == 5 and "Did you mean 'Fulfilment'?" in err
     code, _, _ = await asyncio.to_thread(_cli, "release", PROCESS)
     assert code == 2
+    status = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["status", "--app", "tests.processes.model:make_app", "--json"]
+    )
+    assert json.loads(status.stdout)["held_instances"] == 0
 
     async with model.make_app(consume=False) as app:
         instance = await read_instance(app, key)
