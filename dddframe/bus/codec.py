@@ -64,6 +64,8 @@ def decode_envelope(text: str | bytes) -> Envelope:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PoisonEvent(f"not a dddframe envelope: {exc!r}") from exc
+    except RecursionError as exc:
+        raise PoisonEvent("not a dddframe envelope: JSON nested too deeply") from exc
 
 
 def envelope_headers(env: Envelope) -> dict[str, str]:

@@ -314,18 +314,19 @@ class SubscriptionRunner:
         return self._careful_left > 0
 
     async def _run_lane(self, envelopes: list[Envelope]) -> None:
+        policy = self.policy  # the same for every event of the batch
         for env in envelopes:
-            await self._handle(env)
+            await self._handle(env, policy)
 
     @property
     def policy(self) -> DeliveryPolicy:
         """The subscription's policies, as :func:`decide` takes them."""
         return DeliveryPolicy.of(self.subscription, crash_limit=self.crash_limit)
 
-    async def _handle(self, env: Envelope) -> None:
-        if await self.parked.hold_back(env):
+    async def _handle(self, env: Envelope, policy: DeliveryPolicy) -> None:
+        if self.parked.blocked and await self.parked.hold_back(env):  # (nothing blocked: skip)
             return
-        failure = await attempt_delivery(self.subscription, env, 1, self.policy)
+        failure = await attempt_delivery(self.subscription, env, 1, policy)
         if failure is None:
             self._delivered += 1
             return

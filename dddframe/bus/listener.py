@@ -127,34 +127,32 @@ def make_deliver(
             log.debug("%s: delivered %s %s", subscription.name, envelope.name, envelope.event_id)
 
     build_controller = controller_factory(target.controller, container)
+    method_name, event_param, ctx_param = target.method, target.event_param, target.ctx_param
+    wrapped = bool(middleware)
 
     async def deliver_once(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
         if not registry.is_known(envelope.name):
             raise PoisonEvent(f"no event class or declaration is named {envelope.name!r}")
         event = _decode(envelope, target, registry)
-        ctx = EventContext(envelope, attempt, subscription.name, engine)
-        method = getattr(build_controller(), target.method)
+        ctx = (
+            EventContext(envelope, attempt, subscription.name, engine)
+            if ctx_param or wrapped
+            else None
+        )
+        method = getattr(build_controller(), method_name)
         kwargs: dict[str, Any] = {}
-        if target.event_param:
-            kwargs[target.event_param] = event
-        if target.ctx_param:
-            kwargs[target.ctx_param] = ctx
-
-        async def call() -> None:
-            result = method(**kwargs)
-            if inspect.isawaitable(result):
-                await result
-
-        chain: Callable[[], Awaitable[None]] = call
-        for mw in reversed(middleware):
-            chain = _wrap(mw, ctx, chain)
+        if event_param:
+            kwargs[event_param] = event
+        if ctx_param:
+            kwargs[ctx_param] = ctx
         token = current_headers.set(envelope.headers)
         try:
-            if subscription.timeout is not None:
-                async with asyncio.timeout(subscription.timeout):
-                    await chain()
-            else:
-                await chain()
+            if wrapped or subscription.timeout is not None:
+                await _call_wrapped(method, kwargs, ctx, middleware, subscription.timeout)
+            else:  # the common case, without a closure per event
+                result = method(**kwargs)
+                if inspect.isawaitable(result):
+                    await result
         finally:
             current_headers.reset(token)
 
@@ -177,6 +175,29 @@ def make_checker(
         return bool(result)
 
     return check
+
+
+async def _call_wrapped(
+    method: Callable[..., Any],
+    kwargs: dict[str, Any],
+    ctx: EventContext | None,
+    middleware: Sequence[Middleware],
+    timeout: float | None,
+) -> None:
+    async def call() -> None:
+        result = method(**kwargs)
+        if inspect.isawaitable(result):
+            await result
+
+    chain: Callable[[], Awaitable[None]] = call
+    for mw in reversed(middleware):
+        assert ctx is not None
+        chain = _wrap(mw, ctx, chain)
+    if timeout is not None:
+        async with asyncio.timeout(timeout):
+            await chain()
+    else:
+        await chain()
 
 
 def _wrap(

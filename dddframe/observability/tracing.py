@@ -15,6 +15,7 @@ Without an SDK configured every span is a no-op. Install and configure the SDK y
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -42,15 +43,25 @@ _NO_SDK: tuple[type, ...] = (
 
 
 _sdk_installed = False
+# Whether a provider may come from the environment (OTEL_PYTHON_TRACER_PROVIDER), read once:
+# get_tracer_provider() looks it up in os.environ on every call until a provider is set, which
+# costs more than the rest of this check on the delivery path.
+_provider_from_env: bool | None = None
 
 
 def tracing_enabled() -> bool:
     """Whether an SDK tracer provider is installed. Without one every span is a no-op, and
     building it (attributes, context extraction) would cost more than a delivery itself."""
-    global _sdk_installed
+    global _sdk_installed, _provider_from_env
     if _sdk_installed:
         return True  # a global provider, once set, cannot be replaced
-    if trace is None or isinstance(trace.get_tracer_provider(), _NO_SDK):
+    if trace is None:
+        return False
+    if _provider_from_env is None:
+        _provider_from_env = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+    if not _provider_from_env and getattr(trace, "_TRACER_PROVIDER", False) is None:
+        return False  # nothing set in code, nothing to load from the environment
+    if isinstance(trace.get_tracer_provider(), _NO_SDK):
         return False
     _sdk_installed = True
     return True

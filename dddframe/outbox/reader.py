@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import InvalidArgument, PositionExpired
-from dddframe.outbox.records import TolerantTimestamp, row_to_envelope, utcnow
+from dddframe.outbox.records import TolerantTimestamp, envelope_of, utcnow
 from dddframe.outbox.sequencer import SEQUENCER_LEASE
 from dddframe.outbox.tables import leases_table, outbox_table, positions_table
 
 __all__ = ["OutboxReader", "PositionStore"]
 
-_COLUMNS = [
+_COLUMNS = [  # in the order of envelope_of's parameters
     outbox_table.c.position,
     outbox_table.c.event_id,
     outbox_table.c.name,
@@ -65,9 +65,9 @@ class OutboxReader:
             if names is not None:
                 q = q.where(outbox_table.c.name.in_(list(names)))
             q = q.order_by(outbox_table.c.position).limit(limit)
-            found = (await conn.execute(q)).mappings().all()
-            last = int(found[-1]["position"]) if found else after
-            return [row_to_envelope(r) for r in found], last if len(found) == limit else max(
+            found = (await conn.execute(q)).all()
+            last = int(found[-1][0]) if found else after
+            return [envelope_of(*r) for r in found], last if len(found) == limit else max(
                 head, last
             )
         head_column = (
@@ -80,7 +80,7 @@ class OutboxReader:
         if names is not None:
             q = q.where(outbox_table.c.name.in_(list(names)))
         q = q.order_by(outbox_table.c.position).limit(limit)
-        rows = (await conn.execute(q)).mappings().all()
+        rows = (await conn.execute(q)).all()
         if not rows:
             # The head is read in a later snapshot than the (empty) rows: rows numbered in
             # between must be read now, not skipped by moving past them.
@@ -88,14 +88,14 @@ class OutboxReader:
             if head_now <= after:
                 return [], after
             q = q.where(outbox_table.c.position <= head_now)
-            rows = (await conn.execute(q)).mappings().all()
+            rows = (await conn.execute(q)).all()
             if len(rows) < limit:
-                return [row_to_envelope(r) for r in rows], head_now
+                return [envelope_of(*r[:10]) for r in rows], head_now
         if len(rows) == limit:
-            upto = int(rows[-1]["position"])
+            upto = int(rows[-1][0])
         else:
-            upto = int(rows[0]["head"] if rows[0]["head"] is not None else rows[-1]["position"])
-        return [row_to_envelope(r) for r in rows], max(upto, after)
+            upto = int(rows[0][10] if rows[0][10] is not None else rows[-1][0])
+        return [envelope_of(*r[:10]) for r in rows], max(upto, after)
 
     async def head(self, conn: AsyncConnection) -> int:
         """The highest assigned position (0 when nothing was ever sequenced).

@@ -17,10 +17,12 @@ from dddframe.domain.envelope import Envelope
 from dddframe.outbox.tables import OUTBOX_STATUS_READY
 
 __all__ = [
+    "ENVELOPE_COLUMNS",
     "UNDECODABLE",
     "TolerantTimestamp",
     "as_poison",
     "as_utc",
+    "envelope_of",
     "envelope_to_row",
     "row_to_envelope",
 ]
@@ -110,6 +112,120 @@ def row_to_envelope(row: Mapping[Any, Any]) -> Envelope:
     )
 
 
+def envelope_of(
+    position: Any,
+    event_id: Any,
+    name: Any,
+    aggregate_type: Any,
+    aggregate_id: Any,
+    aggregate_version: Any,
+    event_version: Any,
+    occurred_at: Any,
+    payload: Any,
+    headers: Any,
+) -> Envelope:
+    """:func:`row_to_envelope` of an outbox row given as its cells, in the column order of
+    the readers: the same envelope, built without the checks' detours when every cell has its
+    usual type (the readers' hot path); any other row goes through :func:`row_to_envelope`.
+
+    >>> from datetime import datetime, UTC
+    >>> cells = (7, "01890a5d-ac96-774b-bcce-b302099a8057", "Order:Placed", "Order", "1", 1, 1,
+    ...          datetime(2026, 1, 1, tzinfo=UTC), "{}", '{"correlation_id": "c"}')
+    >>> envelope_of(*cells) == row_to_envelope(dict(zip(ENVELOPE_COLUMNS, cells)))
+    True
+    >>> envelope_of(*cells[:9], "{oops").headers[UNDECODABLE][:42]
+    'outbox row at position 7 cannot be decoded'
+    """
+    decoded: Any = {}
+    if (
+        type(event_id) is str
+        and type(name) is str
+        and name
+        and type(payload) is str
+        and type(occurred_at) is datetime
+        and type(event_version) is int
+        and event_version
+        and (aggregate_version is None or type(aggregate_version) is int)
+        and (aggregate_type is None or type(aggregate_type) is str)
+        and (aggregate_id is None or type(aggregate_id) is str)
+        and (not headers or type(headers) is str)
+    ):
+        uid = _canonical_uuid(event_id)
+        if uid is None:
+            decoded = None
+        elif headers:
+            try:
+                decoded, end = _raw_decode(headers)
+            except (ValueError, RecursionError):
+                decoded = None
+            else:
+                if end != len(headers):  # text after the object: let the checks say so
+                    decoded = None
+        strings = type(decoded) is dict and all(type(v) is str for v in decoded.values())
+        if uid is not None and strings:
+            if occurred_at.tzinfo is None:  # SQLite and MariaDB hand back naive UTC datetimes
+                occurred_at = occurred_at.replace(tzinfo=UTC)
+            return Envelope(
+                uid,
+                name,
+                payload,
+                aggregate_type,
+                aggregate_id,
+                aggregate_version,
+                event_version,
+                occurred_at,
+                decoded,
+                position,
+            )
+    cells = (position, event_id, name, aggregate_type, aggregate_id, aggregate_version)
+    rest = (event_version, occurred_at, payload, headers)
+    return row_to_envelope(dict(zip(ENVELOPE_COLUMNS, cells + rest, strict=True)))
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+_new_object = object.__new__
+_set = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def _canonical_uuid(text: str) -> uuid.UUID | None:
+    """``uuid.UUID(text)`` for the canonical 8-4-4-4-12 form, without its general parsing;
+    None for anything else (which then goes the general way).
+
+    >>> _canonical_uuid("01890A5D-ac96-774b-bcce-b302099a8057") == uuid.UUID(
+    ...     "01890a5d-ac96-774b-bcce-b302099a8057")
+    True
+    """
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return None
+    digits = text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:]
+    if not (digits.isascii() and digits.isalnum()):
+        return None
+    try:
+        number = int(digits, 16)
+    except ValueError:  # letters past f
+        return None
+    value = _new_object(uuid.UUID)
+    _set(value, "int", number)
+    _set(value, "is_safe", _UNKNOWN_SAFETY)
+    return value
+
+
+ENVELOPE_COLUMNS = (
+    "position",
+    "event_id",
+    "name",
+    "aggregate_type",
+    "aggregate_id",
+    "aggregate_version",
+    "event_version",
+    "occurred_at",
+    "payload",
+    "headers",
+)
+"""The outbox columns :func:`envelope_of` takes, in its order."""
+
+
 UNDECODABLE = "dddframe-undecodable"
 """The header a row that cannot be decoded carries: why. Such a row is poison on every
 transport (:mod:`dddframe.bus.decision`); the header travels with it through the relays."""
@@ -156,6 +272,9 @@ def _headers(cell: object, problems: list[str]) -> dict[str, str]:
         decoded = json.loads(cell)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         problems.append(f"headers are not JSON: {str(exc)[:200]}")
+        return {}
+    except RecursionError:
+        problems.append("headers are not JSON: nested too deeply")
         return {}
     if not isinstance(decoded, dict):
         problems.append(f"headers are a JSON {type(decoded).__name__}, not an object")

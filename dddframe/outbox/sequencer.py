@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import SchemaNotReady
-from dddframe.outbox.records import row_to_envelope
+from dddframe.outbox.records import envelope_of
 from dddframe.outbox.tables import POSTGRES_FUNCTIONS, leases_table
 
 __all__ = ["SEQUENCER_LEASE", "Sequencer", "SharedRead", "installed_functions"]
@@ -209,16 +209,15 @@ class Sequencer:
                 return None
             subs = json.dumps({name: sorted(names) for name, names in subscriptions.items()})
             params = {"batch": self.batch_size, "after": after, "limit": limit, "subs": subs}
-            rows = (await conn.execute(_SEQUENCE_READ, params)).mappings().all()
-        header, found_rows = rows[0], rows[1:]
+            rows = (await conn.execute(_SEQUENCE_READ, params)).all()
+        header, found_rows = rows[0]._mapping, rows[1:]
         head = self.head = int(header["r_head"])
         if header["r_assigned"] >= self.batch_size:
             await self.sequence(conn)  # more were waiting: number them too (head moves on)
-        envelopes = [
-            row_to_envelope({key[2:]: value for key, value in row.items()}) for row in found_rows
-        ]
+        # Columns 3.. are r_position .. r_headers, in the order of envelope_of's parameters.
+        envelopes = [envelope_of(*row[3:]) for row in found_rows]
         full = len(envelopes) == limit
-        upto = int(found_rows[-1]["r_position"]) if full else max(head, after)
+        upto = int(found_rows[-1][3]) if full else max(head, after)
         return SharedRead(
             after=after,
             upto=upto,

@@ -159,6 +159,8 @@ async def test_an_operator_gives_up_on_a_purged_head_and_a_failing_entry_holds_i
     assert await app.retry_schedule(release_id) is True
     await wait_until(lambda: _released(app, "p"))
     assert await _trail(app, "p") == "667,5,6,"
+    # The commands the released steps sent run after each commit (by the dispatcher).
+    await wait_until(lambda: has_effect(app, ("tick-6", "p")))
     effects = await read_effects(app)
     assert [effects[(f"tick-{n}", "p")] for n in (666, 667, 5, 6)] == [0, 1, 1, 1]
     assert await _waiting(app) == 0
