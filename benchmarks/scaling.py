@@ -14,6 +14,10 @@ stored position reaches the head; the start-up time is recorded beside it. Serie
    backlog; delivered = deliveries (events x subscriptions) per second. Naive: one process
    running one naive loop per subscription (asyncio tasks, a connection each).
 2. outbox size: one subscription draining 100k and 1M-row backlogs. Naive: one loop.
+   history: one subscription delivering the last 100,000 events of an outbox of 100k, 1M and
+   10M rows (positions stored at the start of those 100,000; the rows numbered in the
+   INSERT, so no sequencing of the history is waited for): reads must not slow with history.
+   Naive: one loop reading after the same id.
 3. workers: 8 subscriptions of one group on a 20,000-event backlog, 1, 2 and 4 worker
    processes (the bus splits a group's subscriptions among its live workers). Naive: the same
    number of processes, the 8 loops split among them.
@@ -52,6 +56,11 @@ SELECT gen_random_uuid()::text, 'Bench:Backlog', 'Bench', (g % 1000)::text, g / 
     '{"correlation_id":"c"}', 0
 FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
 """
+# The history series numbers its rows in the INSERT (position = g + 1) and sets the sequencer's
+# head: what it measures is reading and delivering after a long history, not bulk numbering.
+FILL_NUMBERED = FILL.replace("headers, status)", "headers, status, position)").replace(
+    '\'{"correlation_id":"c"}\', 0', '\'{"correlation_id":"c"}\', 0, g + 1'
+)
 
 
 def module(subscriptions: int):  # type: ignore[no-untyped-def]
@@ -108,6 +117,50 @@ async def fill(events: int) -> int:
     return int(head)
 
 
+async def fill_history(total: int) -> int:
+    """A fresh schema holding ``total`` numbered events (the sequencer's head at ``total``)."""
+    from sqlalchemy import text, update
+
+    from dddframe import Application
+    from dddframe.outbox.sequencer import SEQUENCER_LEASE
+    from dddframe.outbox.tables import leases_table
+    from dddframe.testing import reset_database
+
+    await reset_database(URL)
+    async with Application([module(1)], URL, bus=bus(), consume=False) as app:
+        await app.create_schema()
+        async with app.database.connect() as conn:
+            for lo in range(0, total, 500_000):
+                hi = min(lo + 500_000, total) - 1
+                await conn.execute(text(FILL_NUMBERED), {"note": NOTE, "lo": lo, "hi": hi})
+                await conn.commit()
+            await conn.execute(
+                update(leases_table)
+                .where(leases_table.c.name == SEQUENCER_LEASE)
+                .values(value=total)
+            )
+            await conn.commit()
+    await vacuum()
+    return total
+
+
+async def start_subscriptions_at(position: int, subscriptions: int) -> None:
+    """Store every ``scale`` subscription's position at ``position`` (the history before it
+    counts as delivered)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute("DELETE FROM dddframe_positions WHERE subscription LIKE 'scale.%'")
+        await conn.executemany(
+            "INSERT INTO dddframe_positions (subscription, position, inflight, updated_at) "
+            "VALUES ($1, $2, 0, now())",
+            [(f"scale.ScaleController.on_{i}", position) for i in range(subscriptions)],
+        )
+    finally:
+        await conn.close()
+
+
 async def vacuum() -> None:
     import asyncpg
 
@@ -148,8 +201,16 @@ def ready_time(proc: subprocess.Popen[str]) -> float:
     return ready_line(proc, "ready")[0]
 
 
-async def dddframe_point(events: int, subscriptions: int, workers: int) -> dict[str, float]:
-    head = await fill(events)
+async def dddframe_point(
+    events: int, subscriptions: int, workers: int, *, history: int = 0
+) -> dict[str, float]:
+    """Deliver a backlog of ``events`` (after ``history`` delivered events, when given: the
+    table was filled by :func:`fill_history` and the positions are set here)."""
+    if history:
+        head = history + events
+        await start_subscriptions_at(history, subscriptions)
+    else:
+        head = await fill(events)
     procs = [spawn(["--worker", str(subscriptions)]) for _ in range(workers)]
     ready = [(await asyncio.to_thread(ready_line, p, "ready"))[0] for p in procs]
     started = [await asyncio.to_thread(ready_line, p, "started") for p in procs]
@@ -170,10 +231,13 @@ async def dddframe_point(events: int, subscriptions: int, workers: int) -> dict[
     return {"delivered": delivered, "seconds": elapsed, "rss_kib": rss, "startup": startup}
 
 
-async def naive_point(events: int, subscriptions: int, workers: int) -> dict[str, float]:
-    await fill(events)
+async def naive_point(
+    events: int, subscriptions: int, workers: int, *, history: int = 0
+) -> dict[str, float]:
+    if not history:
+        await fill(events)
     shares = [len(range(i, subscriptions, workers)) for i in range(workers)]
-    procs = [spawn(["--naive", str(k), str(events)]) for k in shares if k]
+    procs = [spawn(["--naive", str(k), str(events), str(history)]) for k in shares if k]
     start = min([await asyncio.to_thread(ready_time, p) for p in procs])
     outs = [await asyncio.to_thread(p.communicate) for p in procs]
     ends = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
@@ -196,8 +260,9 @@ async def run_worker(subscriptions: int) -> None:
         await asyncio.Event().wait()  # until terminated
 
 
-async def run_naive(loops: int, events: int) -> None:
-    """``loops`` naive loops of benchmarks/database_bus.py, each with an offset row."""
+async def run_naive(loops: int, events: int, after: int = 0) -> None:
+    """``loops`` naive loops of benchmarks/database_bus.py, each with an offset row, reading
+    the ``events`` rows after id ``after``."""
     from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -219,7 +284,7 @@ async def run_naive(loops: int, events: int) -> None:
     print(f"ready {time.time()}", flush=True)
 
     async def loop(i: int) -> None:
-        last, seen = 0, 0
+        last, seen = after, 0
         async with engine.connect() as conn:
             while seen < events:
                 rows = (
@@ -252,12 +317,16 @@ async def measure(opts: argparse.Namespace) -> dict:
         "nproc": os.cpu_count(),
         "load_before": "%.2f %.2f %.2f" % os.getloadavg(),  # noqa: UP031
         "backlog": opts.backlog,
-        "series": {"subscriptions": [], "outbox_size": [], "workers": []},
+        "series": {"subscriptions": [], "outbox_size": [], "history": [], "workers": []},
     }
 
-    async def point(series: str, x: int, events: int, subs: int, workers: int) -> None:
+    async def point(
+        series: str, x: int, events: int, subs: int, workers: int, history: int = 0
+    ) -> None:
         if opts.series and series not in opts.series:
             return
+        if history:
+            await fill_history(history + events)  # one fill, read by both sides
         # dddframe and the naive loop alternate which goes first, point by point
         first_naive = len(results["series"][series]) % 2 == 1
         pair = {}
@@ -266,7 +335,7 @@ async def measure(opts: argparse.Namespace) -> dict:
                 pair[kind] = {"delivered": 0.0, "seconds": 0.0, "rss_kib": 0}
                 continue
             f = naive_point if kind == "naive" else dddframe_point
-            pair[kind] = await f(events, subs, workers)
+            pair[kind] = await f(events, subs, workers, history=history)
         row = {"x": x, "events": events, "subscriptions": subs, "workers": workers, **pair}
         row["load"] = "%.2f" % os.getloadavg()[0]  # noqa: UP031
         results["series"][series].append(row)
@@ -283,6 +352,9 @@ async def measure(opts: argparse.Namespace) -> dict:
         await point("subscriptions", subs, opts.backlog, subs, 1)
     for size in opts.sizes:
         await point("outbox_size", size, size, 1, 1)
+    for size in [h for h in opts.history if h]:
+        # the last 100,000 events after a history of `size` delivered ones
+        await point("history", size, 100_000 if not opts.quick else 5_000, 1, 1, history=size)
     for workers in opts.workers:
         await point("workers", workers, opts.backlog, 8, workers)
     results["load_after"] = "%.2f %.2f %.2f" % os.getloadavg()  # noqa: UP031
@@ -301,6 +373,7 @@ def plot(results: dict, out: Path) -> list[Path]:
     charts = {
         "subscriptions": ("subscriptions (one worker)", "delivered events/s (all subscriptions)"),
         "outbox_size": ("events in the outbox backlog", "delivered events/s"),
+        "history": ("rows in the outbox before the last 100,000", "delivered events/s"),
         "workers": ("worker processes, one group, 8 subscriptions", "delivered events/s"),
     }
     for series, (xlabel, ylabel) in charts.items():
@@ -311,7 +384,7 @@ def plot(results: dict, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
         ax.plot(xs, [r["dddframe"]["delivered"] for r in rows], "o-", label="dddframe bus")
         ax.plot(xs, [r["naive"]["delivered"] for r in rows], "s--", label="naive loop")
-        if series == "outbox_size":
+        if series in ("outbox_size", "history"):
             ax.set_xscale("log")
         ax.set_xticks(xs, [f"{x:,}" for x in xs])
         ax.set_xlabel(xlabel)
@@ -357,7 +430,10 @@ def main() -> None:
     p.add_argument("--subscriptions", type=ints, default=None, help="subscriptions (1,10,50)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--naive", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--history", type=ints, default=None, help="history sizes before the backlog (0: skip)"
+    )
+    p.add_argument("--naive", type=int, nargs=3, default=None, help=argparse.SUPPRESS)
     opts = p.parse_args()
     if opts.worker:
         asyncio.run(run_worker(opts.worker))
@@ -374,6 +450,8 @@ def main() -> None:
     opts.subscriptions = opts.subscriptions or [1, 10, 50]
     opts.sizes = opts.sizes or ([5_000, 20_000] if opts.quick else [100_000, 1_000_000])
     opts.workers = opts.workers or [1, 2, 4]
+    if opts.history is None:
+        opts.history = [10_000, 100_000] if opts.quick else [100_000, 1_000_000, 10_000_000]
     results = asyncio.run(measure(opts))
     if opts.json:
         Path(opts.json).write_text(json.dumps(results, indent=1))

@@ -172,7 +172,9 @@ async def hand_on(
     one by one)."""
     key = str(instance.id)
     if instance.completed:
-        drop_waiting(uow, process, key)
+        if await next_waiting(uow.session, process, key, after=after):
+            log.info("%s %r is completed; what waited behind it is ignored", process, key)
+            drop_waiting(uow, process, key)
         instance.held_by = None
         return
     following = await next_waiting(uow.session, process, key, after=after)
