@@ -94,13 +94,16 @@ def rss_kib(pid: int | str = "self") -> int:
     return 0
 
 
-async def fill(events: int) -> int:
-    """A fresh schema holding ``events`` sequenced events; returns the head position."""
-    from sqlalchemy import func, select, text
+async def fill(events: int, *, numbered: bool = False) -> int:
+    """A fresh schema holding ``events`` sequenced events; returns the head position.
+
+    ``numbered``: the rows get their positions in the INSERT and the sequencer's head is set
+    to the last, instead of the sequencer numbering them (the history series)."""
+    from sqlalchemy import func, select, text, update
 
     from dddframe import Application
-    from dddframe.outbox.sequencer import Sequencer
-    from dddframe.outbox.tables import outbox_table
+    from dddframe.outbox.sequencer import SEQUENCER_LEASE, Sequencer
+    from dddframe.outbox.tables import leases_table, outbox_table
     from dddframe.testing import reset_database
 
     await reset_database(URL)
@@ -109,39 +112,21 @@ async def fill(events: int) -> int:
         async with app.database.connect() as conn:
             for lo in range(0, events, 500_000):
                 hi = min(lo + 500_000, events) - 1
-                await conn.execute(text(FILL), {"note": NOTE, "lo": lo, "hi": hi})
+                sql = FILL_NUMBERED if numbered else FILL
+                await conn.execute(text(sql), {"note": NOTE, "lo": lo, "hi": hi})
                 await conn.commit()
-            await Sequencer().sequence(conn)
+            if numbered:
+                await conn.execute(
+                    update(leases_table)
+                    .where(leases_table.c.name == SEQUENCER_LEASE)
+                    .values(value=events)
+                )
+                await conn.commit()
+            else:
+                await Sequencer().sequence(conn)
             head = (await conn.execute(select(func.max(outbox_table.c.position)))).scalar_one()
     await vacuum()  # as autovacuum would after a bulk load; outside any transaction
     return int(head)
-
-
-async def fill_history(total: int) -> int:
-    """A fresh schema holding ``total`` numbered events (the sequencer's head at ``total``)."""
-    from sqlalchemy import text, update
-
-    from dddframe import Application
-    from dddframe.outbox.sequencer import SEQUENCER_LEASE
-    from dddframe.outbox.tables import leases_table
-    from dddframe.testing import reset_database
-
-    await reset_database(URL)
-    async with Application([module(1)], URL, bus=bus(), consume=False) as app:
-        await app.create_schema()
-        async with app.database.connect() as conn:
-            for lo in range(0, total, 500_000):
-                hi = min(lo + 500_000, total) - 1
-                await conn.execute(text(FILL_NUMBERED), {"note": NOTE, "lo": lo, "hi": hi})
-                await conn.commit()
-            await conn.execute(
-                update(leases_table)
-                .where(leases_table.c.name == SEQUENCER_LEASE)
-                .values(value=total)
-            )
-            await conn.commit()
-    await vacuum()
-    return total
 
 
 async def start_subscriptions_at(position: int, subscriptions: int) -> None:
@@ -205,7 +190,7 @@ async def dddframe_point(
     events: int, subscriptions: int, workers: int, *, history: int = 0
 ) -> dict[str, float]:
     """Deliver a backlog of ``events`` (after ``history`` delivered events, when given: the
-    table was filled by :func:`fill_history` and the positions are set here)."""
+    table was filled by ``fill(..., numbered=True)`` and the positions are set here)."""
     if history:
         head = history + events
         await start_subscriptions_at(history, subscriptions)
@@ -326,7 +311,7 @@ async def measure(opts: argparse.Namespace) -> dict:
         if opts.series and series not in opts.series:
             return
         if history:
-            await fill_history(history + events)  # one fill, read by both sides
+            await fill(history + events, numbered=True)  # one fill, read by both sides
         # dddframe and the naive loop alternate which goes first, point by point
         first_naive = len(results["series"][series]) % 2 == 1
         pair = {}
