@@ -121,40 +121,37 @@ def make_deliver(
     correlation ids on every log record, and counts as delivered or failed in the metrics.
     """
 
-    async def deliver(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
-        with observe_delivery(envelope, subscription.name, attempt):
-            await deliver_once(envelope, attempt, subscription)
-            log.debug("%s: delivered %s %s", subscription.name, envelope.name, envelope.event_id)
-
     build_controller = controller_factory(target.controller, container)
     method_name, event_param, ctx_param = target.method, target.event_param, target.ctx_param
     wrapped = bool(middleware)
 
-    async def deliver_once(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
-        if not registry.is_known(envelope.name):
-            raise PoisonEvent(f"no event class or declaration is named {envelope.name!r}")
-        event = _decode(envelope, target, registry)
-        ctx = (
-            EventContext(envelope, attempt, subscription.name, engine)
-            if ctx_param or wrapped
-            else None
-        )
-        method = getattr(build_controller(), method_name)
-        kwargs: dict[str, Any] = {}
-        if event_param:
-            kwargs[event_param] = event
-        if ctx_param:
-            kwargs[ctx_param] = ctx
-        token = current_headers.set(envelope.headers)
-        try:
-            if wrapped or subscription.timeout is not None:
-                await _call_wrapped(method, kwargs, ctx, middleware, subscription.timeout)
-            else:  # the common case, without a closure per event
-                result = method(**kwargs)
-                if inspect.isawaitable(result):
-                    await result
-        finally:
-            current_headers.reset(token)
+    async def deliver(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
+        with observe_delivery(envelope, subscription.name, attempt):
+            if not registry.is_known(envelope.name):
+                raise PoisonEvent(f"no event class or declaration is named {envelope.name!r}")
+            event = _decode(envelope, target, registry)
+            ctx = (
+                EventContext(envelope, attempt, subscription.name, engine)
+                if ctx_param or wrapped
+                else None
+            )
+            method = getattr(build_controller(), method_name)
+            kwargs: dict[str, Any] = {}
+            if event_param:
+                kwargs[event_param] = event
+            if ctx_param:
+                kwargs[ctx_param] = ctx
+            token = current_headers.set(envelope.headers)
+            try:
+                if wrapped or subscription.timeout is not None:
+                    await _call_wrapped(method, kwargs, ctx, middleware, subscription.timeout)
+                else:  # the common case, without a closure per event
+                    result = method(**kwargs)
+                    if inspect.isawaitable(result):
+                        await result
+            finally:
+                current_headers.reset(token)
+            log.debug("%s: delivered %s %s", subscription.name, envelope.name, envelope.event_id)
 
     return deliver
 
