@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import case, func, insert, select, type_coerce, update
+from sqlalchemy import Row, case, func, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,7 +15,7 @@ from dddframe.outbox.records import TolerantTimestamp, row_to_envelope, utcnow
 from dddframe.outbox.sequencer import SEQUENCER_LEASE
 from dddframe.outbox.tables import leases_table, outbox_table, positions_table
 
-__all__ = ["OutboxReader", "PositionStore"]
+__all__ = ["ROW_FIELDS", "OutboxReader", "PositionStore"]
 
 _COLUMNS = [
     outbox_table.c.position,
@@ -28,6 +29,10 @@ _COLUMNS = [
     outbox_table.c.payload,
     outbox_table.c.headers,
 ]
+ROW_FIELDS = tuple(c.name for c in _COLUMNS)
+"""The cells of a row from :meth:`OutboxReader.read_rows`, in order (a read without ``head``
+has the sequencer's head after them)."""
+_HEAD = len(_COLUMNS)
 
 
 class OutboxReader:
@@ -58,6 +63,22 @@ class OutboxReader:
         returns come with everything before them.) No upper bound in the statement: with one,
         planners pick a range scan and sort instead of reading the position index in order.
         """
+        rows, upto = await self.read_rows(conn, after=after, limit=limit, names=names, head=head)
+        return [row_to_envelope(r._mapping) for r in rows], upto
+
+    async def read_rows(
+        self,
+        conn: AsyncConnection,
+        *,
+        after: int,
+        limit: int,
+        names: Collection[str] | None = None,
+        head: int | None = None,
+    ) -> tuple[Sequence[Row[Any]], int]:
+        """:meth:`read` without decoding: the rows as the database returned them, their cells
+        in :data:`ROW_FIELDS` order (``row_to_envelope(row._mapping)`` is the envelope of one),
+        and the position read up to. For a reader that builds its own form of a row (the Kafka
+        relay's records) without an envelope in between."""
         if head is not None:
             if head <= after:
                 return [], after
@@ -65,11 +86,9 @@ class OutboxReader:
             if names is not None:
                 q = q.where(outbox_table.c.name.in_(list(names)))
             q = q.order_by(outbox_table.c.position).limit(limit)
-            found = (await conn.execute(q)).mappings().all()
-            last = int(found[-1]["position"]) if found else after
-            return [row_to_envelope(r) for r in found], last if len(found) == limit else max(
-                head, last
-            )
+            found = (await conn.execute(q)).all()
+            last = int(found[-1][0]) if found else after
+            return found, last if len(found) == limit else max(head, last)
         head_column = (
             select(leases_table.c.value)
             .where(leases_table.c.name == SEQUENCER_LEASE)
@@ -80,7 +99,7 @@ class OutboxReader:
         if names is not None:
             q = q.where(outbox_table.c.name.in_(list(names)))
         q = q.order_by(outbox_table.c.position).limit(limit)
-        rows = (await conn.execute(q)).mappings().all()
+        rows = (await conn.execute(q)).all()
         if not rows:
             # The head is read in a later snapshot than the (empty) rows: rows numbered in
             # between must be read now, not skipped by moving past them.
@@ -88,14 +107,15 @@ class OutboxReader:
             if head_now <= after:
                 return [], after
             q = q.where(outbox_table.c.position <= head_now)
-            rows = (await conn.execute(q)).mappings().all()
+            rows = (await conn.execute(q)).all()
             if len(rows) < limit:
-                return [row_to_envelope(r) for r in rows], head_now
+                return rows, head_now
         if len(rows) == limit:
-            upto = int(rows[-1]["position"])
+            upto = int(rows[-1][0])
         else:
-            upto = int(rows[0]["head"] if rows[0]["head"] is not None else rows[-1]["position"])
-        return [row_to_envelope(r) for r in rows], max(upto, after)
+            first_head = rows[0][_HEAD]
+            upto = int(first_head if first_head is not None else rows[-1][0])
+        return rows, max(upto, after)
 
     async def head(self, conn: AsyncConnection) -> int:
         """The highest assigned position (0 when nothing was ever sequenced).
