@@ -173,8 +173,15 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
         topic = bus.naming.topic_for("Bench:Touched")
         raw_topic = prefix + "raw"
         await ensure_topics(cluster, {topic, raw_topic})
+        by_name = getattr(bus, "cluster_of_name", None)  # None: code from before row records
         relay = Relay(
-            "default", cluster, app.database, bus.naming, lambda e: "default", owner="bench"
+            "default",
+            cluster,
+            app.database,
+            bus.naming,
+            bus.cluster_of,
+            owner="bench",
+            **({"route_name": by_name} if by_name else {}),
         )
         relay.active = True
         relay._renewed = time.monotonic() + 3600  # benchmark: no lease round-trips

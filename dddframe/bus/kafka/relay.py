@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,21 +23,31 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from sqlalchemy import Row
 
 from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.records import Record, record_size, sized_record, to_record
+from dddframe.bus.kafka.records import (
+    HeaderCache,
+    Record,
+    record_size,
+    row_record,
+    sized_record,
+    to_record,
+)
 from dddframe.bus.kafka.topics import ROUTE_CLUSTER, TopicNaming, topic_problem
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
 from dddframe.observability.tracing import relay_span, tracing_enabled
-from dddframe.outbox.records import UNDECODABLE
+from dddframe.outbox.records import UNDECODABLE, row_to_envelope
 from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
-_KEY_PARTITIONS_MAX = 100_000
+_KEY_PARTITIONS_MAX = 100_000  # per topic
+_BY_NAME_MAX = 10_000
 
 
 async def ensure_topics(cluster: KafkaCluster, topics: set[str]) -> None:
@@ -71,6 +81,13 @@ class Relay(OutboxRelay):
     it names a cluster the application does not have, its record is larger than
     ``max_request_size`` — is sent as poison (:meth:`OutboxRelay.refuse`) to the topic the
     listeners of its name read, so it is dead-lettered and the relay goes on.
+
+    ``route_name``, when given, is ``route`` for an envelope whose headers name no cluster, by
+    its name alone (``KafkaBus.cluster_of_name``): the relay then builds the records of such
+    rows from their cells (:func:`~dddframe.bus.kafka.records.row_record`) without an envelope
+    in between, and only the other rows (hostile cells, ``dddframe-`` headers, refused ones)
+    and every row while a tracer records take the envelope's way. Both ways give the same
+    records.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class Relay(OutboxRelay):
         route: Callable[[Envelope], str],
         *,
         clusters: Collection[str] = (),
+        route_name: Callable[[str], str] | None = None,
         owner: str,
         batch_size: int = 2000,
         poll_interval: float = 0.05,
@@ -101,6 +119,7 @@ class Relay(OutboxRelay):
         self.cluster = cluster
         self.naming = naming
         self.route = route
+        self.route_name = route_name
         self.clusters = frozenset(clusters) or frozenset({cluster_name})
         self.save_interval = save_interval
         self._read_upto = 0
@@ -112,8 +131,9 @@ class Relay(OutboxRelay):
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
         self._partitions: dict[str, list[int]] = {}
-        self._key_partitions: dict[tuple[str, bytes], int] = {}  # of self._partitions
+        self._key_partitions: dict[str, dict[bytes, int]] = {}  # of self._partitions
         self._partitioner = DefaultPartitioner()
+        self._by_name: dict[str, str | None] = {}  # see _topic_by_name
 
     async def _connect(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -156,14 +176,12 @@ class Relay(OutboxRelay):
         """
         producer = await self._connect()
         after = self._read_upto
-        envelopes, upto = await self.read(after)  # a backlog's next batch is read meanwhile
+        rows, upto = await self.read_rows(after)  # a backlog's next batch is read meanwhile
         if upto == after:
             await self._settle(0)
             await self._save()
             return 0
-        mine = [
-            r for e in envelopes if self.route(e) == self.cluster_name if (r := self._routed(e))
-        ]
+        mine = self._records(rows)
         new_topics = {t for t, _, _ in mine} - self._topics
         if new_topics:
             await ensure_topics(self.cluster, new_topics)
@@ -176,7 +194,52 @@ class Relay(OutboxRelay):
             await self._save()
         return upto - after
 
-    def _routed(self, env: Envelope) -> tuple[str, Envelope, Record] | None:
+    def _records(self, rows: Sequence[Row[Any]]) -> list[tuple[str, Envelope | None, Record]]:
+        """(topic, envelope or None, record) of the rows this relay sends, in outbox order."""
+        if self.route_name is None or tracing_enabled():  # a span per record needs its envelope
+            return [r for row in rows if (r := self._envelope_record(row))]
+        out: list[tuple[str, Envelope | None, Record]] = []
+        seen: HeaderCache = {}  # one batch's header texts (one command's events share theirs)
+        by_name = self._by_name
+        max_size = self.cluster.max_request_size
+        for row in rows:
+            made = row_record(row, seen)
+            if made is not None:
+                name, record, size = made
+                topic = by_name[name] if name in by_name else self._topic_by_name(name)
+                if topic is None:
+                    continue  # another cluster's
+                if topic and size <= max_size:
+                    out.append((topic, None, record))
+                    continue
+            routed = self._envelope_record(row)
+            if routed is not None:
+                out.append(routed)
+        return out
+
+    def _topic_by_name(self, name: str) -> str | None:
+        """The topic an event called ``name`` (its headers naming no cluster or topic) goes to
+        as it is: None when it is another cluster's, "" when Kafka would refuse the topic (the
+        envelope's way makes it poison). Remembered (bounded) per name."""
+        assert self.route_name is not None
+        topic: str | None = None
+        if self.route_name(name) == self.cluster_name:
+            topic = self.naming.topic_for(name)
+            if topic not in self._topics and topic_problem(topic) is not None:
+                topic = ""
+        if len(self._by_name) >= _BY_NAME_MAX:
+            self._by_name.clear()
+        self._by_name[name] = topic
+        return topic
+
+    def _envelope_record(self, row: Row[Any]) -> tuple[str, Envelope | None, Record] | None:
+        """The envelope's way for one row: decoded, routed, refused if Kafka would refuse it."""
+        env = row_to_envelope(row._mapping)
+        if self.route(env) != self.cluster_name:
+            return None
+        return self._routed(env)
+
+    def _routed(self, env: Envelope) -> tuple[str, Envelope | None, Record] | None:
         """(topic, envelope, record) to produce for ``env``: as it is, or as poison when Kafka
         would refuse it as it is; None when no listener could read it anywhere."""
         problems: list[str] = []
@@ -211,57 +274,76 @@ class Relay(OutboxRelay):
         return topic, env, record
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope, Record]]
+        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope | None, Record]]
     ) -> list[asyncio.Future[Any]]:
         """Produce records as whole batches per partition (far cheaper than one ``send()`` per
-        record), partitioned like Kafka's default partitioner (murmur2 of the key), in order."""
-        futures: list[asyncio.Future[Any]] = []
-        batches: dict[tuple[str, int], Any] = {}
+        record), partitioned like Kafka's default partitioner (murmur2 of the key), in order.
+
+        The batches are built without awaiting anything per record, then sent in the order
+        they filled, each partition's last (partial) batch after its full ones."""
+        for topic in {t for t, _, _ in mine} - self._partitions.keys():
+            self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        ready: list[tuple[str, int, BatchBuilder | Record]] = []  # full batches, lone records
         if tracing_enabled():
             for topic, env, record in mine:
-                with relay_span(env, self.name, topic):  # the hand-over to the producer
-                    await self._add(producer, batches, futures, topic, record)
+                if env is None:
+                    self._add(producer, batches, ready, topic, record)
+                else:
+                    with relay_span(env, self.name, topic):  # the hand-over to the producer
+                        self._add(producer, batches, ready, topic, record)
         else:  # no span would record: the same without a context manager per record
+            add = self._add
             for topic, _env, record in mine:
-                await self._add(producer, batches, futures, topic, record)
+                add(producer, batches, ready, topic, record)
+        futures: list[asyncio.Future[Any]] = []
+        for topic, partition, batch in ready:
+            if isinstance(batch, BatchBuilder):
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+            else:  # larger than a batch: sent alone, after what came before it
+                key, value, headers = batch
+                futures.append(
+                    await producer.send(topic, value, key=key, headers=headers, partition=partition)
+                )
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def _add(
+    def _add(
         self,
         producer: AIOKafkaProducer,
-        batches: dict[tuple[str, int], Any],
-        futures: list[asyncio.Future[Any]],
+        batches: dict[tuple[str, int], BatchBuilder],
+        ready: list[tuple[str, int, BatchBuilder | Record]],
         topic: str,
         record: Record,
     ) -> None:
-        """Append one record to its partition's batch, sending the batch when it is full."""
+        """Append one record to its partition's batch; a full batch goes to ``ready``."""
         key, value, headers = record
-        partition = self._key_partitions.get((topic, key)) if key is not None else None
-        if partition is None:  # murmur2 in Python: once per key while the partitions stay
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = sorted(await producer.partitions_for(topic))
-                self._partitions[topic] = partitions
+        if key is None:
+            partitions = self._partitions[topic]
             partition = self._partitioner(key, partitions, partitions)
-            if key is not None:
-                if len(self._key_partitions) >= _KEY_PARTITIONS_MAX:
-                    self._key_partitions.clear()
-                self._key_partitions[(topic, key)] = partition
+        else:
+            by_key = self._key_partitions.get(topic)
+            if by_key is None:
+                by_key = self._key_partitions[topic] = {}
+            found = by_key.get(key)
+            if found is None:  # murmur2 in Python: once per key while the partitions stay
+                partitions = self._partitions[topic]
+                found = self._partitioner(key, partitions, partitions)
+                if len(by_key) >= _KEY_PARTITIONS_MAX:
+                    by_key.clear()
+                by_key[key] = found
+            partition = found
         batch = batches.get((topic, partition))
         if batch is None:
             batch = batches[(topic, partition)] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                ready.append((topic, partition, batch))
             batch = batches[(topic, partition)] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                # larger than a batch: sent alone, after what came before it
-                futures.append(
-                    await producer.send(topic, value, key=key, headers=headers, partition=partition)
-                )
+                ready.append((topic, partition, record))
 
     async def _settle(self, keep: int) -> None:
         """Wait for acknowledgements until at most ``keep`` records are unacknowledged."""
