@@ -137,7 +137,7 @@ class Relay(OutboxRelay):
 
     async def _connect(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(**self.cluster.producer_options())
+            producer = AIOKafkaProducer(**self.cluster.relay_producer_options())
             try:
                 await producer.start()
             except BaseException:
