@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,7 +133,10 @@ def sized_record(env: Envelope) -> tuple[Record, int]:
     return (key, value, headers), size + len(value)
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_is_canonical_uuid = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch  # the form str(uuid.UUID(...)) gives
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 _NO_HEADERS: tuple[Headers, int] = ([], 0)
 _UNSEEN: tuple[Headers, int] = ([], 0)
 HeaderCache = dict[str, tuple[Headers, int] | None]
@@ -162,35 +165,14 @@ def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int]
     >>> row_record(row[:9] + ('{"dddframe-cluster": "b"}',), {}) is None
     True
     """
-    event_id = row[1]
-    name = row[2]
+    _, event_id, name, aggregate_type, aggregate_id, aggregate_version, event_version = row[:7]
+    occurred, payload, cell = row[7:10]
     if (
         type(event_id) is not str
-        or _CANONICAL_UUID.fullmatch(event_id) is None
+        or _is_canonical_uuid(event_id) is None
         or type(name) is not str
         or not name
-    ):
-        return None
-    cell = row[9]
-    if cell is None or cell == "":
-        user = _NO_HEADERS
-    elif type(cell) is str:
-        found = seen.get(cell, _UNSEEN)
-        if found is _UNSEEN:
-            found = _cell_headers(cell, seen)
-        if found is None:
-            return None
-        user = found
-    else:
-        return None
-    aggregate_type = row[3]
-    aggregate_id = row[4]
-    aggregate_version = row[5]
-    event_version = row[6]
-    occurred = row[7]
-    payload = row[8]
-    if (
-        type(payload) is not str
+        or type(payload) is not str
         or not isinstance(occurred, datetime)
         or (aggregate_type is not None and type(aggregate_type) is not str)
         or (aggregate_id is not None and type(aggregate_id) is not str)
@@ -198,12 +180,20 @@ def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int]
         or (event_version is not None and type(event_version) is not int)
     ):
         return None
-    headers, size = user
-    headers = [*headers, (_EVENT_ID, event_id.encode())]
-    size += _FIXED_SIZE + 36
+    if cell is None or cell == "":
+        headers, size = _NO_HEADERS
+    elif type(cell) is str:
+        found = seen.get(cell, _UNSEEN)
+        if found is _UNSEEN:
+            found = _cell_headers(cell, seen)
+        if found is None:
+            return None
+        headers, size = found
+    else:
+        return None
     b = name.encode()
-    headers.append((_NAME, b))
-    size += len(b)
+    headers = [*headers, (_EVENT_ID, event_id.encode()), (_NAME, b)]
+    size += _FIXED_SIZE + 36 + len(b)
     if aggregate_type is not None:
         b = aggregate_type.encode()
         headers.append((_AGGREGATE_TYPE, b))
@@ -217,14 +207,16 @@ def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int]
         b = str(aggregate_version).encode()
         headers.append((_AGGREGATE_VERSION, b))
         size += len(_AGGREGATE_VERSION) + len(b)
-    b = str(event_version or 1).encode()
-    headers.append((_EVENT_VERSION, b))
-    size += len(b)
     if occurred.tzinfo is None:  # SQLite and MariaDB hand back naive UTC datetimes
         occurred = occurred.replace(tzinfo=UTC)
     b = occurred.isoformat().encode()
-    headers.append((_OCCURRED_AT, b))
-    size += len(b)
+    if event_version is None or event_version == 1:
+        headers += ((_EVENT_VERSION, b"1"), (_OCCURRED_AT, b))
+        size += 1 + len(b)
+    else:
+        v = str(event_version or 1).encode()
+        headers += ((_EVENT_VERSION, v), (_OCCURRED_AT, b))
+        size += len(v) + len(b)
     value = payload.encode()
     return name, (key, value, headers), size + len(value)
 
@@ -232,10 +224,19 @@ def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int]
 def _cell_headers(cell: str, seen: HeaderCache) -> tuple[Headers, int] | None:
     """The encoded headers of a header cell and their size, remembered in ``seen``."""
     found: tuple[Headers, int] | None = None
-    try:
-        decoded = json.loads(cell)
-    except ValueError:
-        decoded = None
+    decoded = None
+    if cell[0] == "{":  # the common case without json.loads' wrappers (the same scanner)
+        try:
+            decoded, end = _scan_json(cell, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(cell):
+            decoded = None
+    if decoded is None:
+        try:
+            decoded = json.loads(cell)
+        except ValueError:
+            decoded = None
     if type(decoded) is dict:
         headers: Headers = []
         size = 0
