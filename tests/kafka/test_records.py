@@ -71,6 +71,10 @@ CLEAN_ROWS = [
     _with(occurred_at=datetime(2026, 1, 2, 3, 4, 5)),  # naive UTC (SQLite, MariaDB)
     _with(name="Ordér:Placed", aggregate_id="ключ", payload='{"é": "ü"}'),
     _with(headers='{"x-ключ": "значение", "traceparent": "00-ab-cd-01", "a": "1", "a": "2"}'),
+    _with(headers=' {"a": "b"}'),
+    _with(headers='{"a": "b"}\n'),
+    _with(headers='{"a": "\\u00e9\\"", "b": ""}'),
+    _with(event_version=4, aggregate_version=10**12),
 ]
 HOSTILE_ROWS = [  # row_to_envelope repairs or reports these: the envelope's way
     _with(event_id=_ID.upper()),
@@ -81,6 +85,8 @@ HOSTILE_ROWS = [  # row_to_envelope repairs or reports these: the envelope's way
     _with(name=""),
     _with(name=None),
     _with(headers="{oops"),
+    _with(headers='{"a": "b"} x'),
+    _with(headers='{"a": "b"}{}'),
     _with(headers="[1]"),
     _with(headers='{"n": 1}'),
     _with(headers=b'{"a": "b"}'),
