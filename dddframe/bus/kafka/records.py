@@ -140,7 +140,8 @@ _scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["sc
 _NO_HEADERS: tuple[Headers, int] = ([], 0)
 _UNSEEN: tuple[Headers, int] = ([], 0)
 HeaderCache = dict[str, tuple[Headers, int] | None]
-"""A header cell's text -> its encoded headers and their size (None: the envelope's way)."""
+"""The last header cell's text -> its encoded headers and their size (None: the envelope's
+way). Consecutive events of one command share their headers."""
 
 
 def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int] | None:
@@ -150,8 +151,8 @@ def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int]
     envelope's way: a cell :func:`~dddframe.outbox.records.row_to_envelope` would repair or
     report (an event id not in canonical form, headers that are not a JSON object of strings,
     a version that is not a number ...), or a header in the ``dddframe-`` namespace (routing,
-    a reason it is undecodable). ``seen`` keeps the encoded headers per header text, so the
-    headers a batch's events share (one command's correlation) are decoded once.
+    a reason it is undecodable). ``seen`` keeps the encoded headers of the last header text,
+    so the headers consecutive events share (one command's correlation) are decoded once.
 
     >>> from datetime import datetime, UTC
     >>> from dddframe.outbox.records import row_to_envelope
@@ -248,6 +249,7 @@ def _cell_headers(cell: str, seen: HeaderCache) -> tuple[Headers, int] | None:
             size += len(k) + len(b) if k.isascii() else len(k.encode()) + len(b)
         else:
             found = headers, size
+    seen.clear()  # the last text only: a batch's cache holds no more than one row's headers
     seen[cell] = found
     return found
 

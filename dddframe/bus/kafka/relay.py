@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
@@ -26,6 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import Row
 
+from dddframe.bus.codec import HEADER_PREFIX
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.records import (
     HeaderCache,
@@ -40,6 +42,7 @@ from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
 from dddframe.observability.tracing import relay_span, tracing_enabled
+from dddframe.outbox.reader import ROW_FIELDS
 from dddframe.outbox.records import UNDECODABLE, row_to_envelope
 from dddframe.outbox.relay import OutboxRelay
 
@@ -48,6 +51,17 @@ __all__ = ["Relay", "ensure_topics"]
 log = logging.getLogger("dddframe.bus.kafka.relay")
 _KEY_PARTITIONS_MAX = 100_000  # per topic
 _BY_NAME_MAX = 10_000
+_name_and_headers = operator.itemgetter(ROW_FIELDS.index("name"), ROW_FIELDS.index("headers"))
+
+
+def _plain(name: object, cell: object) -> bool:
+    """Whether a row's topic is its name's for sure: a name, and a header text that cannot
+    hold a ``dddframe-`` header (a cluster or topic of its own), even escaped."""
+    return (
+        type(name) is str
+        and bool(name)
+        and (cell is None or (type(cell) is str and HEADER_PREFIX not in cell and "\\" not in cell))
+    )
 
 
 async def ensure_topics(cluster: KafkaCluster, topics: set[str]) -> None:
@@ -168,7 +182,7 @@ class Relay(OutboxRelay):
     async def _send_once(self) -> int:
         """Read and send one batch; returns how far the read moved (0: caught up).
 
-        Batches are pipelined: the next batch is read (by :meth:`OutboxRelay.read`) and sent
+        Batches are pipelined: the next batch is read (:meth:`OutboxRelay.read_rows`) and sent
         while the broker acknowledges the previous one (at most ``max_in_flight`` records
         unacknowledged). A batch's position is stored only after it and every batch before it
         were acknowledged, at most every ``save_interval`` seconds while busy and at once when
@@ -181,41 +195,74 @@ class Relay(OutboxRelay):
             await self._settle(0)
             await self._save()
             return 0
-        mine = self._records(rows)
-        new_topics = {t for t, _, _ in mine} - self._topics
-        if new_topics:
-            await ensure_topics(self.cluster, new_topics)
-            self._topics |= new_topics
-        futures = await self._send_batches(producer, mine)
-        self._inflight.append((upto, len(mine), asyncio.gather(*futures)))
+        futures, count = await self._produce(producer, rows)
+        self._inflight.append((upto, count, asyncio.gather(*futures)))
         self._read_upto = upto
         await self._settle(self.cluster.max_in_flight - len(futures))
         if time.monotonic() - self._saved_at >= self.save_interval:
             await self._save()
         return upto - after
 
-    def _records(self, rows: Sequence[Row[Any]]) -> list[tuple[str, Envelope | None, Record]]:
-        """(topic, envelope or None, record) of the rows this relay sends, in outbox order."""
-        if self.route_name is None or tracing_enabled():  # a span per record needs its envelope
-            return [r for row in rows if (r := self._envelope_record(row))]
-        out: list[tuple[str, Envelope | None, Record]] = []
-        seen: HeaderCache = {}  # one batch's header texts (one command's events share theirs)
-        by_name = self._by_name
-        max_size = self.cluster.max_request_size
-        for row in rows:
-            made = row_record(row, seen)
-            if made is not None:
-                name, record, size = made
-                topic = by_name[name] if name in by_name else self._topic_by_name(name)
-                if topic is None:
-                    continue  # another cluster's
-                if topic and size <= max_size:
-                    out.append((topic, None, record))
-                    continue
-            routed = self._envelope_record(row)
-            if routed is not None:
-                out.append(routed)
-        return out
+    async def _produce(
+        self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]
+    ) -> tuple[list[asyncio.Future[Any]], int]:
+        """Produce the records of the rows this relay sends, in outbox order: the futures of
+        their batches, and how many records they hold.
+
+        Each record goes into its partition's batch as soon as it is built, so nothing of it
+        outlives the next record (a batch of records kept alive until sent would be promoted
+        by the garbage collector and make it walk the whole heap). The topics are known first:
+        created when new, their partitions fetched."""
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        ready: list[tuple[str, int, BatchBuilder | Record]] = []  # full batches, lone records
+        count = 0
+        if self.route_name is not None and not tracing_enabled():
+            by_name = self._by_name
+            names = {n for n, cell in map(_name_and_headers, rows) if _plain(n, cell)}
+            topics = {by_name[n] if n in by_name else self._topic_by_name(n) for n in names}
+            await self._learn(producer, {t for t in topics if t})  # the rest as they come
+            seen: HeaderCache = {}  # one command's events share their header text
+            max_size = self.cluster.max_request_size
+            for row in rows:
+                made = row_record(row, seen)
+                if made is not None:
+                    name, record, size = made
+                    topic = by_name[name] if name in by_name else self._topic_by_name(name)
+                    if topic is None:
+                        continue  # another cluster's
+                    if topic and size <= max_size:
+                        if topic not in self._partitions:
+                            await self._learn(producer, {topic})
+                        self._add(producer, batches, ready, topic, record)
+                        count += 1
+                        continue
+                routed = self._envelope_record(row)  # the envelope's way
+                if routed is not None:
+                    topic, _env, record = routed
+                    if topic not in self._partitions:
+                        await self._learn(producer, {topic})
+                    self._add(producer, batches, ready, topic, record)
+                    count += 1
+        else:  # a span per record needs the envelope
+            for row in rows:
+                routed = self._envelope_record(row)
+                if routed is not None:
+                    topic, env, record = routed
+                    if topic not in self._partitions:
+                        await self._learn(producer, {topic})
+                    with relay_span(env, self.name, topic):  # the hand-over to the producer
+                        self._add(producer, batches, ready, topic, record)
+                    count += 1
+        return await self._send_batches(producer, batches, ready), count
+
+    async def _learn(self, producer: AIOKafkaProducer, topics: set[str]) -> None:
+        """Create the new ``topics`` and fetch the partitions of those not known yet."""
+        new_topics = topics - self._topics
+        if new_topics:
+            await ensure_topics(self.cluster, new_topics)
+            self._topics |= new_topics
+        for topic in topics - self._partitions.keys():
+            self._partitions[topic] = sorted(await producer.partitions_for(topic))
 
     def _topic_by_name(self, name: str) -> str | None:
         """The topic an event called ``name`` (its headers naming no cluster or topic) goes to
@@ -232,14 +279,14 @@ class Relay(OutboxRelay):
         self._by_name[name] = topic
         return topic
 
-    def _envelope_record(self, row: Row[Any]) -> tuple[str, Envelope | None, Record] | None:
+    def _envelope_record(self, row: Row[Any]) -> tuple[str, Envelope, Record] | None:
         """The envelope's way for one row: decoded, routed, refused if Kafka would refuse it."""
         env = row_to_envelope(row._mapping)
         if self.route(env) != self.cluster_name:
             return None
         return self._routed(env)
 
-    def _routed(self, env: Envelope) -> tuple[str, Envelope | None, Record] | None:
+    def _routed(self, env: Envelope) -> tuple[str, Envelope, Record] | None:
         """(topic, envelope, record) to produce for ``env``: as it is, or as poison when Kafka
         would refuse it as it is; None when no listener could read it anywhere."""
         problems: list[str] = []
@@ -274,28 +321,14 @@ class Relay(OutboxRelay):
         return topic, env, record
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope | None, Record]]
+        self,
+        producer: AIOKafkaProducer,
+        batches: dict[tuple[str, int], BatchBuilder],
+        ready: list[tuple[str, int, BatchBuilder | Record]],
     ) -> list[asyncio.Future[Any]]:
-        """Produce records as whole batches per partition (far cheaper than one ``send()`` per
-        record), partitioned like Kafka's default partitioner (murmur2 of the key), in order.
-
-        The batches are built without awaiting anything per record, then sent in the order
-        they filled, each partition's last (partial) batch after its full ones."""
-        for topic in {t for t, _, _ in mine} - self._partitions.keys():
-            self._partitions[topic] = sorted(await producer.partitions_for(topic))
-        batches: dict[tuple[str, int], BatchBuilder] = {}
-        ready: list[tuple[str, int, BatchBuilder | Record]] = []  # full batches, lone records
-        if tracing_enabled():
-            for topic, env, record in mine:
-                if env is None:
-                    self._add(producer, batches, ready, topic, record)
-                else:
-                    with relay_span(env, self.name, topic):  # the hand-over to the producer
-                        self._add(producer, batches, ready, topic, record)
-        else:  # no span would record: the same without a context manager per record
-            add = self._add
-            for topic, _env, record in mine:
-                add(producer, batches, ready, topic, record)
+        """Send the full batches and lone records of ``ready`` in the order they filled, then
+        each partition's last batch: whole batches per partition (far cheaper than one
+        ``send()`` per record), in outbox order per partition."""
         futures: list[asyncio.Future[Any]] = []
         for topic, partition, batch in ready:
             if isinstance(batch, BatchBuilder):
@@ -318,7 +351,8 @@ class Relay(OutboxRelay):
         topic: str,
         record: Record,
     ) -> None:
-        """Append one record to its partition's batch; a full batch goes to ``ready``."""
+        """Append one record to its partition's batch (partitioned like Kafka's default
+        partitioner, murmur2 of the key); a full batch goes to ``ready``."""
         key, value, headers = record
         if key is None:
             partitions = self._partitions[topic]
