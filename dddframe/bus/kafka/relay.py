@@ -23,11 +23,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import Row
 
 from dddframe.bus.codec import HEADER_PREFIX
+from dddframe.bus.kafka.batches import Batches, Partitioning
 from dddframe.bus.kafka.config import KafkaCluster
 from dddframe.bus.kafka.records import (
     HeaderCache,
@@ -49,7 +48,6 @@ from dddframe.outbox.relay import OutboxRelay
 __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
-_KEY_PARTITIONS_MAX = 100_000  # per topic
 _BY_NAME_MAX = 10_000
 _name_and_headers = operator.itemgetter(ROW_FIELDS.index("name"), ROW_FIELDS.index("headers"))
 
@@ -144,9 +142,7 @@ class Relay(OutboxRelay):
         )
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
-        self._partitions: dict[str, list[int]] = {}
-        self._key_partitions: dict[str, dict[bytes, int]] = {}  # of self._partitions
-        self._partitioner = DefaultPartitioner()
+        self._partitioning = Partitioning()
         self._by_name: dict[str, str | None] = {}  # see _topic_by_name
 
     async def _connect(self) -> AIOKafkaProducer:
@@ -209,13 +205,10 @@ class Relay(OutboxRelay):
         """Produce the records of the rows this relay sends, in outbox order: the futures of
         their batches, and how many records they hold.
 
-        Each record goes into its partition's batch as soon as it is built, so nothing of it
-        outlives the next record (a batch of records kept alive until sent would be promoted
-        by the garbage collector and make it walk the whole heap). The topics are known first:
-        created when new, their partitions fetched."""
-        batches: dict[tuple[str, int], BatchBuilder] = {}
-        ready: list[tuple[str, int, BatchBuilder | Record]] = []  # full batches, lone records
-        count = 0
+        Each record goes into its partition's batch as soon as it is built (see
+        :mod:`dddframe.bus.kafka.batches`); the topics of the plain rows are made known first
+        (created when new, their partitions fetched), any other as it comes."""
+        batches = Batches(producer, self._partitioning)
         if self.route_name is not None and not tracing_enabled():
             by_name = self._by_name
             names = {n for n, cell in map(_name_and_headers, rows) if _plain(n, cell)}
@@ -231,29 +224,26 @@ class Relay(OutboxRelay):
                     if topic is None:
                         continue  # another cluster's
                     if topic and size <= max_size:
-                        if topic not in self._partitions:
+                        if topic not in self._partitioning:
                             await self._learn(producer, {topic})
-                        self._add(producer, batches, ready, topic, record)
-                        count += 1
+                        batches.add(topic, record)
                         continue
                 routed = self._envelope_record(row)  # the envelope's way
                 if routed is not None:
                     topic, _env, record = routed
-                    if topic not in self._partitions:
+                    if topic not in self._partitioning:
                         await self._learn(producer, {topic})
-                    self._add(producer, batches, ready, topic, record)
-                    count += 1
+                    batches.add(topic, record)
         else:  # a span per record needs the envelope
             for row in rows:
                 routed = self._envelope_record(row)
                 if routed is not None:
                     topic, env, record = routed
-                    if topic not in self._partitions:
+                    if topic not in self._partitioning:
                         await self._learn(producer, {topic})
                     with relay_span(env, self.name, topic):  # the hand-over to the producer
-                        self._add(producer, batches, ready, topic, record)
-                    count += 1
-        return await self._send_batches(producer, batches, ready), count
+                        batches.add(topic, record)
+        return await batches.send(), batches.count
 
     async def _learn(self, producer: AIOKafkaProducer, topics: set[str]) -> None:
         """Create the new ``topics`` and fetch the partitions of those not known yet."""
@@ -261,8 +251,9 @@ class Relay(OutboxRelay):
         if new_topics:
             await ensure_topics(self.cluster, new_topics)
             self._topics |= new_topics
-        for topic in topics - self._partitions.keys():
-            self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        for topic in topics:
+            if topic not in self._partitioning:
+                self._partitioning.learn(topic, await producer.partitions_for(topic))
 
     def _topic_by_name(self, name: str) -> str | None:
         """The topic an event called ``name`` (its headers naming no cluster or topic) goes to
@@ -320,65 +311,6 @@ class Relay(OutboxRelay):
                 record = to_record(env)
         return topic, env, record
 
-    async def _send_batches(
-        self,
-        producer: AIOKafkaProducer,
-        batches: dict[tuple[str, int], BatchBuilder],
-        ready: list[tuple[str, int, BatchBuilder | Record]],
-    ) -> list[asyncio.Future[Any]]:
-        """Send the full batches and lone records of ``ready`` in the order they filled, then
-        each partition's last batch: whole batches per partition (far cheaper than one
-        ``send()`` per record), in outbox order per partition."""
-        futures: list[asyncio.Future[Any]] = []
-        for topic, partition, batch in ready:
-            if isinstance(batch, BatchBuilder):
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            else:  # larger than a batch: sent alone, after what came before it
-                key, value, headers = batch
-                futures.append(
-                    await producer.send(topic, value, key=key, headers=headers, partition=partition)
-                )
-        for (topic, partition), batch in batches.items():
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    def _add(
-        self,
-        producer: AIOKafkaProducer,
-        batches: dict[tuple[str, int], BatchBuilder],
-        ready: list[tuple[str, int, BatchBuilder | Record]],
-        topic: str,
-        record: Record,
-    ) -> None:
-        """Append one record to its partition's batch (partitioned like Kafka's default
-        partitioner, murmur2 of the key); a full batch goes to ``ready``."""
-        key, value, headers = record
-        if key is None:
-            partitions = self._partitions[topic]
-            partition = self._partitioner(key, partitions, partitions)
-        else:
-            by_key = self._key_partitions.get(topic)
-            if by_key is None:
-                by_key = self._key_partitions[topic] = {}
-            found = by_key.get(key)
-            if found is None:  # murmur2 in Python: once per key while the partitions stay
-                partitions = self._partitions[topic]
-                found = self._partitioner(key, partitions, partitions)
-                if len(by_key) >= _KEY_PARTITIONS_MAX:
-                    by_key.clear()
-                by_key[key] = found
-            partition = found
-        batch = batches.get((topic, partition))
-        if batch is None:
-            batch = batches[(topic, partition)] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            if batch.record_count():
-                ready.append((topic, partition, batch))
-            batch = batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                ready.append((topic, partition, record))
-
     async def _settle(self, keep: int) -> None:
         """Wait for acknowledgements until at most ``keep`` records are unacknowledged."""
         while self._inflight:
@@ -406,7 +338,6 @@ class Relay(OutboxRelay):
         """After a failure: resend everything after the stored position."""
         for _, _, acked in self._inflight:
             acked.cancel()
-        self._partitions.clear()
-        self._key_partitions.clear()
+        self._partitioning.clear()
         self._inflight.clear()
         self._read_upto = self._acked_upto = self.position
