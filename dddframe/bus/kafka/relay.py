@@ -49,6 +49,7 @@ __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
 _BY_NAME_MAX = 10_000
+_YIELD_EVERY = 255  # rows between two yields to the event loop while producing (2**n - 1)
 _name_and_headers = operator.itemgetter(ROW_FIELDS.index("name"), ROW_FIELDS.index("headers"))
 
 
@@ -207,7 +208,9 @@ class Relay(OutboxRelay):
 
         Each record goes into its partition's batch as soon as it is built (see
         :mod:`dddframe.bus.kafka.batches`); the topics of the plain rows are made known first
-        (created when new, their partitions fetched), any other as it comes."""
+        (created when new, their partitions fetched), any other as it comes. Building records
+        awaits nothing, so the loop yields every few hundred rows: the read of the next batch,
+        started ahead, sends its statements and takes its rows meanwhile instead of after."""
         batches = Batches(producer, self._partitioning)
         if self.route_name is not None and not tracing_enabled():
             by_name = self._by_name
@@ -216,7 +219,9 @@ class Relay(OutboxRelay):
             await self._learn(producer, {t for t in topics if t})  # the rest as they come
             seen: HeaderCache = {}  # one command's events share their header text
             max_size = self.cluster.max_request_size
-            for row in rows:
+            for i, row in enumerate(rows):
+                if not i & _YIELD_EVERY:  # the next batch's read (read ahead) goes on meanwhile
+                    await asyncio.sleep(0)
                 made = row_record(row, seen)
                 if made is not None:
                     name, record, size = made
@@ -235,7 +240,9 @@ class Relay(OutboxRelay):
                         await self._learn(producer, {topic})
                     batches.add(topic, record)
         else:  # a span per record needs the envelope
-            for row in rows:
+            for i, row in enumerate(rows):
+                if not i & _YIELD_EVERY:
+                    await asyncio.sleep(0)
                 routed = self._envelope_record(row)
                 if routed is not None:
                     topic, env, record = routed
