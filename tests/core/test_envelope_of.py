@@ -83,3 +83,9 @@ def test_the_fast_path_builds_the_checked_envelope(row: dict[str, Any]) -> None:
 def test_a_well_formed_row_is_not_flagged() -> None:
     env = envelope_of(*(GOOD[c] for c in ENVELOPE_COLUMNS))
     assert UNDECODABLE not in env.headers and str(env.event_id) == GOOD["event_id"]
+
+
+def test_the_readers_hand_out_cells_in_envelope_of_order() -> None:
+    from dddframe.outbox.reader import ROW_FIELDS
+
+    assert ROW_FIELDS == ENVELOPE_COLUMNS

@@ -164,7 +164,11 @@ class KafkaBus:
         named = envelope.headers.get(ROUTE_CLUSTER)
         if named in self.clusters:
             return named
-        return self.routes.get(envelope.name, self.default_cluster)
+        return self.cluster_of_name(envelope.name)
+
+    def cluster_of_name(self, name: str) -> str:
+        """The cluster events called ``name`` are produced to when their headers name none."""
+        return self.routes.get(name, self.default_cluster)
 
     def _consumed_on(self, sub: Subscription, name: str) -> str:
         explicit = sub.options.get("cluster")
@@ -227,6 +231,7 @@ class KafkaBus:
                     self.naming,
                     self.cluster_of,
                     clusters=self.clusters,
+                    route_name=self.cluster_of_name,
                     owner=self.owner,
                     batch_size=self.relay_batch,
                     poll_interval=self.poll_interval,

@@ -14,7 +14,10 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from dddframe.bus.codec import HEADER_PREFIX, envelope_from_headers, envelope_headers
 from dddframe.bus.decision import keep_undecodable
@@ -22,12 +25,14 @@ from dddframe.domain.envelope import Envelope
 from dddframe.errors import PoisonEvent
 
 __all__ = [
+    "HeaderCache",
     "Headers",
     "Record",
     "decode_headers",
     "encode_headers",
     "from_record",
     "record_size",
+    "row_record",
     "sized_record",
     "to_record",
 ]
@@ -126,6 +131,127 @@ def sized_record(env: Envelope) -> tuple[Record, int]:
     size += len(b)
     value = env.payload_json.encode()
     return (key, value, headers), size + len(value)
+
+
+_is_canonical_uuid = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch  # the form str(uuid.UUID(...)) gives
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+_NO_HEADERS: tuple[Headers, int] = ([], 0)
+_UNSEEN: tuple[Headers, int] = ([], 0)
+HeaderCache = dict[str, tuple[Headers, int] | None]
+"""The last header cell's text -> its encoded headers and their size (None: the envelope's
+way). Consecutive events of one command share their headers."""
+
+
+def row_record(row: Sequence[Any], seen: HeaderCache) -> tuple[str, Record, int] | None:
+    """The event name, record and ``record_size`` of an outbox row (cells in
+    :data:`~dddframe.outbox.reader.ROW_FIELDS` order) built from its cells: the same record as
+    ``sized_record(row_to_envelope(row))`` without the envelope. None for a row that needs the
+    envelope's way: a cell :func:`~dddframe.outbox.records.row_to_envelope` would repair or
+    report (an event id not in canonical form, headers that are not a JSON object of strings,
+    a version that is not a number ...), or a header in the ``dddframe-`` namespace (routing,
+    a reason it is undecodable). ``seen`` keeps the encoded headers of the last header text,
+    so the headers consecutive events share (one command's correlation) are decoded once.
+
+    >>> from datetime import datetime, UTC
+    >>> from dddframe.outbox.records import row_to_envelope
+    >>> row = (7, "0b7c7e0e-2b6f-4f5e-9d1a-3c2b1a0f9e8d", "Order:Placed", "Order", "1", 3, 1,
+    ...        datetime(2026, 1, 1, tzinfo=UTC), "{}", '{"correlation_id": "c1"}')
+    >>> fields = "position event_id name aggregate_type aggregate_id aggregate_version"
+    >>> env = row_to_envelope(dict(zip((fields + " event_version occurred_at payload "
+    ...                                 "headers").split(), row)))
+    >>> row_record(row, {}) == ("Order:Placed", *sized_record(env))
+    True
+    >>> row_record(row[:9] + ('{"dddframe-cluster": "b"}',), {}) is None
+    True
+    """
+    _, event_id, name, aggregate_type, aggregate_id, aggregate_version, event_version = row[:7]
+    occurred, payload, cell = row[7:10]
+    if (
+        type(event_id) is not str
+        or _is_canonical_uuid(event_id) is None
+        or type(name) is not str
+        or not name
+        or type(payload) is not str
+        or not isinstance(occurred, datetime)
+        or (aggregate_type is not None and type(aggregate_type) is not str)
+        or (aggregate_id is not None and type(aggregate_id) is not str)
+        or (aggregate_version is not None and type(aggregate_version) is not int)
+        or (event_version is not None and type(event_version) is not int)
+    ):
+        return None
+    if cell is None or cell == "":
+        headers, size = _NO_HEADERS
+    elif type(cell) is str:
+        found = seen.get(cell, _UNSEEN)
+        if found is _UNSEEN:
+            found = _cell_headers(cell, seen)
+        if found is None:
+            return None
+        headers, size = found
+    else:
+        return None
+    b = name.encode()
+    headers = [*headers, (_EVENT_ID, event_id.encode()), (_NAME, b)]
+    size += _FIXED_SIZE + 36 + len(b)
+    if aggregate_type is not None:
+        b = aggregate_type.encode()
+        headers.append((_AGGREGATE_TYPE, b))
+        size += len(_AGGREGATE_TYPE) + len(b)
+    key = None
+    if aggregate_id is not None:
+        key = aggregate_id.encode()
+        headers.append((_AGGREGATE_ID, key))
+        size += len(_AGGREGATE_ID) + 2 * len(key)
+    if aggregate_version is not None:
+        b = str(aggregate_version).encode()
+        headers.append((_AGGREGATE_VERSION, b))
+        size += len(_AGGREGATE_VERSION) + len(b)
+    if occurred.tzinfo is None:  # SQLite and MariaDB hand back naive UTC datetimes
+        occurred = occurred.replace(tzinfo=UTC)
+    b = occurred.isoformat().encode()
+    if event_version is None or event_version == 1:
+        headers += ((_EVENT_VERSION, b"1"), (_OCCURRED_AT, b))
+        size += 1 + len(b)
+    else:
+        v = str(event_version or 1).encode()
+        headers += ((_EVENT_VERSION, v), (_OCCURRED_AT, b))
+        size += len(v) + len(b)
+    value = payload.encode()
+    return name, (key, value, headers), size + len(value)
+
+
+def _cell_headers(cell: str, seen: HeaderCache) -> tuple[Headers, int] | None:
+    """The encoded headers of a header cell and their size, remembered in ``seen``."""
+    found: tuple[Headers, int] | None = None
+    decoded = None
+    if cell[0] == "{":  # the common case without json.loads' wrappers (the same scanner)
+        try:
+            decoded, end = _scan_json(cell, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(cell):
+            decoded = None
+    if decoded is None:
+        try:
+            decoded = json.loads(cell)
+        except ValueError:
+            decoded = None
+    if type(decoded) is dict:
+        headers: Headers = []
+        size = 0
+        for k, v in decoded.items():
+            if type(v) is not str or k.startswith(HEADER_PREFIX):
+                break
+            b = v.encode()
+            headers.append((k, b))
+            size += len(k) + len(b) if k.isascii() else len(k.encode()) + len(b)
+        else:
+            found = headers, size
+    seen.clear()  # the last text only: a batch's cache holds no more than one row's headers
+    seen[cell] = found
+    return found
 
 
 def _general_record(env: Envelope) -> Record:

@@ -14,30 +14,53 @@ import asyncio
 import collections
 import contextlib
 import logging
+import operator
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy import Row
 
+from dddframe.bus.codec import HEADER_PREFIX
+from dddframe.bus.kafka.batches import Batches, Partitioning
 from dddframe.bus.kafka.config import KafkaCluster
-from dddframe.bus.kafka.records import Record, record_size, sized_record, to_record
+from dddframe.bus.kafka.records import (
+    HeaderCache,
+    Record,
+    record_size,
+    row_record,
+    sized_record,
+    to_record,
+)
 from dddframe.bus.kafka.topics import ROUTE_CLUSTER, TopicNaming, topic_problem
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
 from dddframe.errors import ConfigurationError
 from dddframe.observability.tracing import relay_span, tracing_enabled
-from dddframe.outbox.records import UNDECODABLE
+from dddframe.outbox.reader import ROW_FIELDS
+from dddframe.outbox.records import UNDECODABLE, row_to_envelope
 from dddframe.outbox.relay import OutboxRelay
 
 __all__ = ["Relay", "ensure_topics"]
 
 log = logging.getLogger("dddframe.bus.kafka.relay")
-_KEY_PARTITIONS_MAX = 100_000
+_BY_NAME_MAX = 10_000
+_YIELD_EVERY = 255  # rows between two yields to the event loop while producing (2**n - 1)
+_name_and_headers = operator.itemgetter(ROW_FIELDS.index("name"), ROW_FIELDS.index("headers"))
+
+
+def _plain(name: object, cell: object) -> bool:
+    """Whether a row's topic is its name's for sure: a name, and a header text that cannot
+    hold a ``dddframe-`` header (a cluster or topic of its own), even escaped."""
+    return (
+        type(name) is str
+        and bool(name)
+        and (cell is None or (type(cell) is str and HEADER_PREFIX not in cell and "\\" not in cell))
+    )
 
 
 async def ensure_topics(cluster: KafkaCluster, topics: set[str]) -> None:
@@ -71,6 +94,13 @@ class Relay(OutboxRelay):
     it names a cluster the application does not have, its record is larger than
     ``max_request_size`` — is sent as poison (:meth:`OutboxRelay.refuse`) to the topic the
     listeners of its name read, so it is dead-lettered and the relay goes on.
+
+    ``route_name``, when given, is ``route`` for an envelope whose headers name no cluster, by
+    its name alone (``KafkaBus.cluster_of_name``): the relay then builds the records of such
+    rows from their cells (:func:`~dddframe.bus.kafka.records.row_record`) without an envelope
+    in between, and only the other rows (hostile cells, ``dddframe-`` headers, refused ones)
+    and every row while a tracer records take the envelope's way. Both ways give the same
+    records.
     """
 
     def __init__(
@@ -82,6 +112,7 @@ class Relay(OutboxRelay):
         route: Callable[[Envelope], str],
         *,
         clusters: Collection[str] = (),
+        route_name: Callable[[str], str] | None = None,
         owner: str,
         batch_size: int = 2000,
         poll_interval: float = 0.05,
@@ -101,6 +132,7 @@ class Relay(OutboxRelay):
         self.cluster = cluster
         self.naming = naming
         self.route = route
+        self.route_name = route_name
         self.clusters = frozenset(clusters) or frozenset({cluster_name})
         self.save_interval = save_interval
         self._read_upto = 0
@@ -111,13 +143,12 @@ class Relay(OutboxRelay):
         )
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
-        self._partitions: dict[str, list[int]] = {}
-        self._key_partitions: dict[tuple[str, bytes], int] = {}  # of self._partitions
-        self._partitioner = DefaultPartitioner()
+        self._partitioning = Partitioning()
+        self._by_name: dict[str, str | None] = {}  # see _topic_by_name
 
     async def _connect(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(**self.cluster.producer_options())
+            producer = AIOKafkaProducer(**self.cluster.relay_producer_options())
             try:
                 await producer.start()
             except BaseException:
@@ -148,7 +179,7 @@ class Relay(OutboxRelay):
     async def _send_once(self) -> int:
         """Read and send one batch; returns how far the read moved (0: caught up).
 
-        Batches are pipelined: the next batch is read (by :meth:`OutboxRelay.read`) and sent
+        Batches are pipelined: the next batch is read (:meth:`OutboxRelay.read_rows`) and sent
         while the broker acknowledges the previous one (at most ``max_in_flight`` records
         unacknowledged). A batch's position is stored only after it and every batch before it
         were acknowledged, at most every ``save_interval`` seconds while busy and at once when
@@ -156,25 +187,102 @@ class Relay(OutboxRelay):
         """
         producer = await self._connect()
         after = self._read_upto
-        envelopes, upto = await self.read(after)  # a backlog's next batch is read meanwhile
+        rows, upto = await self.read_rows(after)  # a backlog's next batch is read meanwhile
         if upto == after:
             await self._settle(0)
             await self._save()
             return 0
-        mine = [
-            r for e in envelopes if self.route(e) == self.cluster_name if (r := self._routed(e))
-        ]
-        new_topics = {t for t, _, _ in mine} - self._topics
-        if new_topics:
-            await ensure_topics(self.cluster, new_topics)
-            self._topics |= new_topics
-        futures = await self._send_batches(producer, mine)
-        self._inflight.append((upto, len(mine), asyncio.gather(*futures)))
+        futures, count = await self._produce(producer, rows)
+        self._inflight.append((upto, count, asyncio.gather(*futures)))
         self._read_upto = upto
         await self._settle(self.cluster.max_in_flight - len(futures))
         if time.monotonic() - self._saved_at >= self.save_interval:
             await self._save()
         return upto - after
+
+    async def _produce(
+        self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]
+    ) -> tuple[list[asyncio.Future[Any]], int]:
+        """Produce the records of the rows this relay sends, in outbox order: the futures of
+        their batches, and how many records they hold.
+
+        Each record goes into its partition's batch as soon as it is built (see
+        :mod:`dddframe.bus.kafka.batches`); the topics of the plain rows are made known first
+        (created when new, their partitions fetched), any other as it comes. Building records
+        awaits nothing, so the loop yields every few hundred rows: the read of the next batch,
+        started ahead, sends its statements and takes its rows meanwhile instead of after."""
+        batches = Batches(producer, self._partitioning)
+        if self.route_name is not None and not tracing_enabled():
+            by_name = self._by_name
+            names = {n for n, cell in map(_name_and_headers, rows) if _plain(n, cell)}
+            topics = {by_name[n] if n in by_name else self._topic_by_name(n) for n in names}
+            await self._learn(producer, {t for t in topics if t})  # the rest as they come
+            seen: HeaderCache = {}  # one command's events share their header text
+            max_size = self.cluster.max_request_size
+            for i, row in enumerate(rows):
+                if not i & _YIELD_EVERY:  # the next batch's read (read ahead) goes on meanwhile
+                    await asyncio.sleep(0)
+                made = row_record(row, seen)
+                if made is not None:
+                    name, record, size = made
+                    topic = by_name[name] if name in by_name else self._topic_by_name(name)
+                    if topic is None:
+                        continue  # another cluster's
+                    if topic and size <= max_size:
+                        if topic not in self._partitioning:
+                            await self._learn(producer, {topic})
+                        batches.add(topic, record)
+                        continue
+                routed = self._envelope_record(row)  # the envelope's way
+                if routed is not None:
+                    topic, _env, record = routed
+                    if topic not in self._partitioning:
+                        await self._learn(producer, {topic})
+                    batches.add(topic, record)
+        else:  # a span per record needs the envelope
+            for i, row in enumerate(rows):
+                if not i & _YIELD_EVERY:
+                    await asyncio.sleep(0)
+                routed = self._envelope_record(row)
+                if routed is not None:
+                    topic, env, record = routed
+                    if topic not in self._partitioning:
+                        await self._learn(producer, {topic})
+                    with relay_span(env, self.name, topic):  # the hand-over to the producer
+                        batches.add(topic, record)
+        return await batches.send(), batches.count
+
+    async def _learn(self, producer: AIOKafkaProducer, topics: set[str]) -> None:
+        """Create the new ``topics`` and fetch the partitions of those not known yet."""
+        new_topics = topics - self._topics
+        if new_topics:
+            await ensure_topics(self.cluster, new_topics)
+            self._topics |= new_topics
+        for topic in topics:
+            if topic not in self._partitioning:
+                self._partitioning.learn(topic, await producer.partitions_for(topic))
+
+    def _topic_by_name(self, name: str) -> str | None:
+        """The topic an event called ``name`` (its headers naming no cluster or topic) goes to
+        as it is: None when it is another cluster's, "" when Kafka would refuse the topic (the
+        envelope's way makes it poison). Remembered (bounded) per name."""
+        assert self.route_name is not None
+        topic: str | None = None
+        if self.route_name(name) == self.cluster_name:
+            topic = self.naming.topic_for(name)
+            if topic not in self._topics and topic_problem(topic) is not None:
+                topic = ""
+        if len(self._by_name) >= _BY_NAME_MAX:
+            self._by_name.clear()
+        self._by_name[name] = topic
+        return topic
+
+    def _envelope_record(self, row: Row[Any]) -> tuple[str, Envelope, Record] | None:
+        """The envelope's way for one row: decoded, routed, refused if Kafka would refuse it."""
+        env = row_to_envelope(row._mapping)
+        if self.route(env) != self.cluster_name:
+            return None
+        return self._routed(env)
 
     def _routed(self, env: Envelope) -> tuple[str, Envelope, Record] | None:
         """(topic, envelope, record) to produce for ``env``: as it is, or as poison when Kafka
@@ -210,59 +318,6 @@ class Relay(OutboxRelay):
                 record = to_record(env)
         return topic, env, record
 
-    async def _send_batches(
-        self, producer: AIOKafkaProducer, mine: list[tuple[str, Envelope, Record]]
-    ) -> list[asyncio.Future[Any]]:
-        """Produce records as whole batches per partition (far cheaper than one ``send()`` per
-        record), partitioned like Kafka's default partitioner (murmur2 of the key), in order."""
-        futures: list[asyncio.Future[Any]] = []
-        batches: dict[tuple[str, int], Any] = {}
-        if tracing_enabled():
-            for topic, env, record in mine:
-                with relay_span(env, self.name, topic):  # the hand-over to the producer
-                    await self._add(producer, batches, futures, topic, record)
-        else:  # no span would record: the same without a context manager per record
-            for topic, _env, record in mine:
-                await self._add(producer, batches, futures, topic, record)
-        for (topic, partition), batch in batches.items():
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    async def _add(
-        self,
-        producer: AIOKafkaProducer,
-        batches: dict[tuple[str, int], Any],
-        futures: list[asyncio.Future[Any]],
-        topic: str,
-        record: Record,
-    ) -> None:
-        """Append one record to its partition's batch, sending the batch when it is full."""
-        key, value, headers = record
-        partition = self._key_partitions.get((topic, key)) if key is not None else None
-        if partition is None:  # murmur2 in Python: once per key while the partitions stay
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = sorted(await producer.partitions_for(topic))
-                self._partitions[topic] = partitions
-            partition = self._partitioner(key, partitions, partitions)
-            if key is not None:
-                if len(self._key_partitions) >= _KEY_PARTITIONS_MAX:
-                    self._key_partitions.clear()
-                self._key_partitions[(topic, key)] = partition
-        batch = batches.get((topic, partition))
-        if batch is None:
-            batch = batches[(topic, partition)] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                # larger than a batch: sent alone, after what came before it
-                futures.append(
-                    await producer.send(topic, value, key=key, headers=headers, partition=partition)
-                )
-
     async def _settle(self, keep: int) -> None:
         """Wait for acknowledgements until at most ``keep`` records are unacknowledged."""
         while self._inflight:
@@ -290,7 +345,6 @@ class Relay(OutboxRelay):
         """After a failure: resend everything after the stored position."""
         for _, _, acked in self._inflight:
             acked.cancel()
-        self._partitions.clear()
-        self._key_partitions.clear()
+        self._partitioning.clear()
         self._inflight.clear()
         self._read_upto = self._acked_upto = self.position
