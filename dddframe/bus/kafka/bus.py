@@ -281,7 +281,12 @@ class KafkaBus:
     async def _load_held(self, cluster: str, group_id: str, handler: RecordHandler) -> None:
         if handler.retry_state is not None:  # blocking retries a stopped consumer left
             await handler.retry_state.load(handler.subscriptions)
-        letters = await self.dead_letters.scan(cluster=cluster, group=group_id)
+        handler.begin_load()
+        try:
+            letters = await self.dead_letters.scan(cluster=cluster, group=group_id)
+        except BaseException:
+            handler.end_load()
+            raise
         handler.load_held((d.subscription, d.ordering_key, d.event_id) for d in letters)
 
     def _with_push(self, sub: Subscription) -> Subscription:

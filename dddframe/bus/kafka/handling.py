@@ -117,6 +117,8 @@ class RecordHandler:
         self.handled = 0
         # subscription -> ordering key -> event id of the dead letter that holds it back
         self.held: dict[str, dict[str, str]] = {}
+        # Holds made (event id) and lifted (None) while load_held's scan runs, replayed on it.
+        self._changed: list[tuple[str, str, str | None]] | None = None
 
     def _mode(self, sub: Subscription) -> RetryMode:
         mode = sub.options.get("retry_mode", self.retry_mode)
@@ -187,12 +189,12 @@ class RecordHandler:
         released_by = raw.get(RELEASED_BY, b"").decode(errors="replace")
         if head is not None and released_by == head:
             # The operator released what waited behind this head (replayed or purged it).
-            self.held[sub.name].pop(env.ordering_key, None)
+            self._release(sub, env)
             head = None
         if head is not None and head != str(env.event_id):
             await self._wait_behind(rec, sub, env, head)  # still behind its head
         elif await self._deliver(rec, sub, env, attempt) and head is not None:
-            self.held[sub.name].pop(env.ordering_key, None)  # the head went through: release
+            self._release(sub, env)  # the head went through
         self.handled += 1
 
     def _held_by(self, sub: Subscription, env: Envelope) -> str | None:
@@ -204,16 +206,40 @@ class RecordHandler:
     def _hold(self, sub: Subscription, env: Envelope) -> None:
         if env.aggregate_id is not None:
             self.held.setdefault(sub.name, {}).setdefault(env.ordering_key, str(env.event_id))
+            if self._changed is not None:
+                self._changed.append((sub.name, env.ordering_key, str(env.event_id)))
+
+    def _release(self, sub: Subscription, env: Envelope) -> None:
+        self.held.get(sub.name, {}).pop(env.ordering_key, None)
+        if self._changed is not None:
+            self._changed.append((sub.name, env.ordering_key, None))
+
+    def begin_load(self) -> None:
+        """A scan of the dead letters for :meth:`load_held` starts: remember the holds made
+        and lifted meanwhile (records of partitions still assigned go on being handled), so
+        the rebuilt holds do not lose them."""
+        self._changed = []
 
     def load_held(self, letters: Iterable[tuple[str, str, str]]) -> None:
         """Rebuild the held aggregates from unresolved dead letters (subscription, ordering
-        key, event id), oldest first; called whenever the group assigns partitions."""
+        key, event id), oldest first, then apply the holds made and lifted since
+        :meth:`begin_load`; called whenever the group assigns partitions."""
         held: dict[str, dict[str, str]] = {}
         for subscription, key, event_id in letters:
             sub = self.subscriptions.get(subscription)
             if sub is not None and sub.dead_letter == "block_aggregate":
                 held.setdefault(subscription, {}).setdefault(key, event_id)
+        for subscription, key, made in self._changed or ():
+            if made is None:
+                held.get(subscription, {}).pop(key, None)
+            else:
+                held.setdefault(subscription, {}).setdefault(key, made)
+        self._changed = None
         self.held = held
+
+    def end_load(self) -> None:
+        """The scan failed: keep the holds as they are."""
+        self._changed = None
 
     async def _deliver(
         self, rec: ConsumerRecord[Any, Any], sub: Subscription, env: Envelope, attempt: int
