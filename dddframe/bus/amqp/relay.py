@@ -4,10 +4,9 @@ publisher confirm.
 It reads the outbox by position (the shared Sequencer, OutboxReader and PositionStore; position
 ``relay.amqp``), publishes a batch with publisher confirms — each publish (through aiormq, the
 channel under aio-pika's) awaits its own confirm, matched by delivery tag, so no confirm can be
-credited to the wrong message
-(final's racy matching) — and stores the batch's position only when all of them were confirmed.
-A relay killed in between resends from the stored position: at least once. A lease keeps one
-relay active however many processes run one.
+credited to the wrong message (final's racy matching) — and stores the batch's position only
+when all of them were confirmed. A relay killed in between resends from the stored position: at
+least once. A lease keeps one relay active however many processes run one.
 
 An event AMQP cannot carry as it is — a header name longer than 255 bytes, a body larger than
 ``max_message_size`` — is published as poison (:meth:`OutboxRelay.refuse`), so every queue
