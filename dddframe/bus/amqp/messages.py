@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import aio_pika
+import aiormq
 
 from dddframe.bus.codec import envelope_from_headers, envelope_headers
 from dddframe.bus.decision import keep_undecodable
@@ -23,6 +24,7 @@ __all__ = [
     "header_int",
     "header_text",
     "to_message",
+    "to_properties",
 ]
 
 ATTEMPT = "x-dddframe-attempt"  # failed attempts so far
@@ -49,6 +51,8 @@ _OURS = (
 
 
 def to_message(envelope: Envelope, **extra_headers: Any) -> aio_pika.Message:
+    """The envelope as a persistent JSON message: the payload as its body, the envelope's
+    fields and headers (and ``extra_headers``) as its headers, the event id as its id."""
     headers: dict[str, Any] = dict(envelope_headers(envelope))
     headers.update(extra_headers)
     return aio_pika.Message(
@@ -57,6 +61,22 @@ def to_message(envelope: Envelope, **extra_headers: Any) -> aio_pika.Message:
         message_id=str(envelope.event_id),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def to_properties(envelope: Envelope, **extra_headers: Any) -> aiormq.spec.Basic.Properties:
+    """The properties :func:`to_message` gives the message, built without the message: the
+    relay publishes ``envelope.payload_json.encode()`` with them through aiormq directly.
+    Field for field what ``to_message(...).properties`` holds (aio-pika sets ``priority`` 0),
+    so the content header on the wire is the same."""
+    headers: dict[str, Any] = envelope_headers(envelope)
+    headers.update(extra_headers)
+    return aiormq.spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,
+        message_id=str(envelope.event_id),
+        priority=0,
     )
 
 

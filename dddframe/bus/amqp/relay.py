@@ -2,11 +2,11 @@
 publisher confirm.
 
 It reads the outbox by position (the shared Sequencer, OutboxReader and PositionStore; position
-``relay.amqp``), publishes a batch with publisher confirms — each publish awaits its own confirm,
-which aio-pika matches by delivery tag, so no confirm can be credited to the wrong message
-(final's racy matching) — and stores the batch's position only when all of them were confirmed.
-A relay killed in between resends from the stored position: at least once. A lease keeps one
-relay active however many processes run one.
+``relay.amqp``), publishes a batch with publisher confirms — each publish (through aiormq, the
+channel under aio-pika's) awaits its own confirm, matched by delivery tag, so no confirm can be
+credited to the wrong message (final's racy matching) — and stores the batch's position only
+when all of them were confirmed. A relay killed in between resends from the stored position: at
+least once. A lease keeps one relay active however many processes run one.
 
 An event AMQP cannot carry as it is — a header name longer than 255 bytes, a body larger than
 ``max_message_size`` — is published as poison (:meth:`OutboxRelay.refuse`), so every queue
@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import aio_pika
 
-from dddframe.bus.amqp.messages import POSITION, to_message
+from dddframe.bus.amqp.messages import POSITION, to_properties
 from dddframe.bus.amqp.topology import Topology
 from dddframe.database import Database
 from dddframe.domain.envelope import Envelope
@@ -93,7 +93,11 @@ class AmqpRelay(OutboxRelay):
         if upto == self.position:
             return 0
         channel = await self._channel()
-        exchange = await self.topology.exchange(channel)
+        exchange = (await self.topology.exchange(channel)).name
+        # aio-pika's Exchange.publish builds a Message and its properties per publish; the
+        # relay builds the same properties once and publishes through aiormq's channel,
+        # which matches each confirm to its publish by delivery tag as before.
+        underlay = await channel.get_underlay_channel()
 
         async def publish(env: Envelope) -> None:
             # A PRODUCER span per event, ended by its confirm.
@@ -101,7 +105,13 @@ class AmqpRelay(OutboxRelay):
                 extra = {POSITION: env.position} if env.position is not None else {}
                 env = self._carriable(env)
                 if len(env.name.encode()) <= AMQP_NAME_MAX_BYTES:
-                    await exchange.publish(to_message(env, **extra), routing_key=env.name)
+                    await underlay.basic_publish(
+                        env.payload_json.encode(),
+                        exchange=exchange,
+                        routing_key=env.name,
+                        properties=to_properties(env, **extra),
+                        mandatory=True,
+                    )
                     return
                 env = self.refuse(
                     env,
@@ -113,8 +123,12 @@ class AmqpRelay(OutboxRelay):
                 if not queues:
                     self.pass_over(env, "no queue of the application is bound to its name")
                 for queue in queues:
-                    await channel.default_exchange.publish(
-                        to_message(env, **extra), routing_key=queue
+                    await underlay.basic_publish(
+                        env.payload_json.encode(),
+                        exchange="",  # the default exchange
+                        routing_key=queue,
+                        properties=to_properties(env, **extra),
+                        mandatory=True,
                     )
 
         # Each publish awaits its own confirm; gather pipelines them.
