@@ -14,16 +14,13 @@ from typing import Any, Self
 import injector as _injector
 from sqlalchemy import MetaData, inspect
 
-from dddframe.app.binding import ControllerIndex, listener_options, resolve_target
-from dddframe.app.module import ListenerBinding, Module
+from dddframe.app.module import Module
+from dddframe.app.subscriptions import listener_subscriptions, process_subscriptions
 from dddframe.bus import resolve_bus
 from dddframe.bus.dead_letter_store import DeadLetterStore
 from dddframe.bus.listener import (
-    ListenerTarget,
     Middleware,
     TxChecker,
-    make_checker,
-    make_deliver,
 )
 from dddframe.bus.protocol import BusRuntime, EventBus
 from dddframe.bus.subscription import Subscription
@@ -35,7 +32,7 @@ from dddframe.domain.limits import check_headers
 from dddframe.domain.model import Model
 from dddframe.engine.command import Command
 from dddframe.engine.engine import ConflictRetry, Engine
-from dddframe.engine.handlers import CommandHandler, Param, check_services
+from dddframe.engine.handlers import CommandHandler, check_services
 from dddframe.engine.locks import Locker
 from dddframe.engine.schedules import ScheduleDispatcher, ScheduleRunner, Schedules
 from dddframe.engine.unit_of_work import UnitOfWork, current_unit_of_work
@@ -43,12 +40,10 @@ from dddframe.errors import (
     ConfigurationError,
     NotFound,
     NotStarted,
-    PoisonEvent,
     close_matches,
 )
 from dddframe.outbox.leases import process_owner
 from dddframe.outbox.schema import create_schema, drop_schema
-from dddframe.processes.binding import resolve_steps
 from dddframe.processes.holds import HeldInstance
 from dddframe.processes.steps import ProcessRuntime, release_handler, timeout_handler
 from dddframe.processes.timers import ProcessRelease, ProcessTimeout
@@ -188,8 +183,29 @@ class Application:
             registry=self.registry,
             container=self.injector,
         )
-        self.subscriptions = self._subscriptions(engine)
-        self.subscriptions += self._process_subscriptions(engine)
+        assert self.injector is not None
+        assert self._schedules is not None and self._schedule_runner is not None
+        self.subscriptions = listener_subscriptions(
+            self.modules,
+            engine=engine,
+            bus=self.bus,
+            registry=self.registry,
+            container=self.injector,
+            middleware=self.middleware,
+            tx_checkers=self.tx_checkers,
+        )
+        self.subscriptions += process_subscriptions(
+            self.modules,
+            engine=engine,
+            bus=self.bus,
+            registry=self.registry,
+            container=self.injector,
+            schedules=self._schedules,
+            runner=self._schedule_runner,
+            wake=self._wake_dispatcher,
+            runtimes=self.processes,
+            taken={s.name for s in self.subscriptions},
+        )
         self.subscriptions += self._projections.subscriptions(self.bus.default_retry)
         try:
             if await self._schema_exists():
@@ -240,133 +256,9 @@ class Application:
             handlers[ProcessRelease] = release_handler(self.processes)
         return handlers
 
-    def _process_subscriptions(self, engine: Engine) -> list[Subscription]:
-        assert self._schedules is not None and self._schedule_runner is not None
-        subs: list[Subscription] = []
-        taken = {s.name for s in self.subscriptions}
-        for m in self.modules:
-            for b in m.processes:
-                if b.name in self.processes or b.subscription in taken:
-                    raise ConfigurationError(
-                        f"module {m.name!r}: process({b.name}) is registered twice (or its "
-                        f"subscription name {b.subscription!r} is taken); register a process "
-                        "manager once."
-                    )
-                steps, timers = resolve_steps(b, self.registry)
-                runtime = ProcessRuntime(
-                    b,
-                    steps,
-                    timers,
-                    engine=engine,
-                    registry=self.registry,
-                    schedules=self._schedules,
-                    runner=self._schedule_runner,
-                    wake=self._wake_dispatcher,
-                    container=self.injector,
-                )
-                assert self.injector is not None
-                for step in (*steps.values(), *timers.values()):
-                    check_services(
-                        [Param(n, "service", t) for n, t in step.services],
-                        self.injector,
-                        f"process {b.name}'s step {step.method}",
-                    )
-                self.processes[b.name] = runtime
-                taken.add(b.subscription)
-                subs.append(
-                    Subscription(
-                        name=b.subscription,
-                        group=b.policy.group,
-                        listener=b.name,
-                        event_names=frozenset(steps),
-                        deliver=runtime.deliver,
-                        retry=b.policy.retry or self.bus.default_retry,
-                        # A failed step holds its instance (dddframe.processes.holds), so
-                        # its dead letter need not block the aggregate's other instances.
-                        dead_letter=b.policy.dead_letter or "continue",
-                        timeout=b.policy.timeout,
-                        start=b.policy.start,
-                    )
-                )
-        policies = {s.listener: s.retry for s in subs}
-
-        def timer_backoff(command: Command, attempts: int) -> float | None:
-            # A timer's step (or a held instance's release) retries like the process's event
-            # steps: its subscription's policy.
-            policy = policies.get(getattr(command, "process", ""))
-            return policy.next_delay(attempts) if policy is not None else None
-
-        self._schedule_runner.set_backoff(ProcessTimeout, timer_backoff)
-        self._schedule_runner.set_backoff(ProcessRelease, timer_backoff)
-        return subs
-
     def _wake_dispatcher(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wake.set()
-
-    def _subscriptions(self, engine: Engine) -> list[Subscription]:
-        assert self.injector is not None
-        controllers = ControllerIndex(self.modules)
-        grouped: dict[tuple[str, str], list[tuple[ListenerBinding, ListenerTarget]]] = {}
-        for m in self.modules:
-            for b in m.listeners:
-                target = resolve_target(
-                    b.target,
-                    module=m.name,
-                    event_name=b.event_name,
-                    controllers=controllers,
-                    registry=self.registry,
-                    container=self.injector,
-                )
-                listener_options(self.bus, b)  # check every listen(), so no typo hides
-                grouped.setdefault((b.group, b.target), []).append((b, target))
-            for c in m.tx_checkers:
-                if c.event_name in self.tx_checkers:
-                    raise ConfigurationError(
-                        f"Two tx_checkers for {c.event_name!r}; a half message has one checker."
-                    )
-                target = resolve_target(
-                    c.target,
-                    module=m.name,
-                    event_name=c.event_name,
-                    controllers=controllers,
-                    registry=self.registry,
-                    container=self.injector,
-                )
-                self.tx_checkers[c.event_name] = make_checker(
-                    target, container=self.injector, registry=self.registry
-                )
-        middleware = [*self.middleware, *(mw for m in self.modules for mw in m.middlewares)]
-        subs: list[Subscription] = []
-        for (group, listener), items in grouped.items():
-            first, target = items[0]
-            by_name = {b.event_name: t for b, t in items}
-            # One subscription per listener; each event name keeps its own decoding target.
-            delivers = {
-                name: make_deliver(
-                    t,
-                    container=self.injector,
-                    registry=self.registry,
-                    engine=engine,
-                    middleware=middleware,
-                )
-                for name, t in by_name.items()
-            }
-            subs.append(
-                Subscription(
-                    name=f"{group}.{listener}",
-                    group=group,
-                    listener=listener,
-                    event_names=frozenset(by_name),
-                    deliver=_route(delivers),
-                    retry=first.retry or self.bus.default_retry,
-                    dead_letter=first.dead_letter or "block_aggregate",
-                    timeout=first.timeout,
-                    start=first.start,
-                    options=listener_options(self.bus, first),
-                )
-            )
-        return subs
 
     async def _schema_exists(self) -> bool:
         async with self.database.engine.connect() as conn:
@@ -541,26 +433,3 @@ class Application:
         """
         checked = check_headers(headers, "app.publish(headers=...)")
         return await self.engine.publish(name, payload, key=key, headers=checked)
-
-
-def _route(delivers: dict[str, Any]) -> Any:
-    """One subscription's delivery callable: each bound name keeps its own decoding target.
-
-    A name the subscription is not bound to (a routing-key pattern, a database that compares
-    names case-insensitively, a hand-made record) can never be delivered: it is poison,
-    dead-lettered at once with the reason, never retried.
-    """
-    if len(delivers) == 1:
-        return next(iter(delivers.values()))
-
-    async def deliver(envelope: Envelope, attempt: int, subscription: Subscription) -> None:
-        target = delivers.get(envelope.name)
-        if target is None:
-            raise PoisonEvent(
-                f"{subscription.name} is bound to {sorted(delivers)}, not to "
-                f"{envelope.name[:200]!r}; nothing here can decode it."
-                + close_matches(envelope.name, delivers)
-            )
-        await target(envelope, attempt, subscription)
-
-    return deliver
